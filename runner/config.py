@@ -1,0 +1,204 @@
+"""Configuration: one frozen object, built from the environment in one place.
+
+Nothing below the CLI reads ``os.environ``. ``Config.from_env`` parses every variable the runner
+knows, collects every problem it finds, and raises one ``UsageError`` naming each variable at
+fault. Secrets are wrapped in ``Secret`` so that no ``repr``, log line or error message can show
+them; code that needs the value calls ``reveal()`` at the last moment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from runner.errors import UsageError
+
+TARGET_SCHEMES = ("file", "s3", "sftp")
+MIB = 1024 * 1024
+
+
+class Secret:
+    """A value that never shows itself in ``repr``, ``str`` or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the runner is told, validated.
+
+    database_url_env   the variable that held the database URL (named in messages)
+    database_url       libpq URL of the (read-only) credential
+    target_url         where backups live: file://, s3:// or sftp://
+    label              the database's name in storage paths (None: the database name)
+    gpg_public_keys    ASCII-armored public keys; every one is a recipient
+    gpg_private_key    for restore, download --decrypt, verify --decrypt
+    sftp_*             the SSH key (text), its passphrase, and the pinned known_hosts lines
+    aws_*              boto3's own settings, passed explicitly
+    s3_part_size       bytes per multipart part (grows past 1,000 parts to stay under 10,000)
+    s3_in_flight       parts uploading at once; memory is about (in_flight + 1) × part size
+    """
+
+    database_url_env: str = "REMORA_DATABASE_URL"
+    database_url: Secret | None = None
+    target_url: str | None = None
+    label: str | None = None
+    gpg_public_keys: str | None = None
+    gpg_private_key: Secret | None = None
+    gpg_passphrase: Secret | None = None
+    sftp_private_key: Secret | None = None
+    sftp_passphrase: Secret | None = None
+    sftp_known_hosts: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: Secret | None = None
+    aws_session_token: Secret | None = None
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    s3_part_size: int = 16 * MIB
+    s3_in_flight: int = 3
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **flags: str | None) -> Config:
+        """Build the config from ``env``; flags given on the command line win over variables."""
+        problems: list[str] = []
+        reader = _Reader(env, problems)
+        db_env = flags.get("database_url_env") or "REMORA_DATABASE_URL"
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db_env):
+            problems.append(f"--database-url-env {db_env!r} is not a variable name")
+        config = cls(
+            database_url_env=db_env,
+            database_url=reader.secret(db_env, check=_check_database_url),
+            target_url=flags.get("target_url") or reader.text("REMORA_TARGET_URL"),
+            label=flags.get("label") or reader.text("REMORA_LABEL"),
+            gpg_public_keys=reader.text("REMORA_GPG_PUBLIC_KEYS"),
+            gpg_private_key=reader.secret("REMORA_GPG_PRIVATE_KEY"),
+            gpg_passphrase=reader.secret("REMORA_GPG_PASSPHRASE"),
+            sftp_private_key=reader.secret("REMORA_SFTP_PRIVATE_KEY"),
+            sftp_passphrase=reader.secret("REMORA_SFTP_PASSPHRASE"),
+            sftp_known_hosts=reader.text("REMORA_SFTP_KNOWN_HOSTS"),
+            aws_access_key_id=reader.text("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=reader.secret("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=reader.secret("AWS_SESSION_TOKEN"),
+            aws_region=reader.text("AWS_DEFAULT_REGION"),
+            aws_endpoint_url=reader.text("AWS_ENDPOINT_URL_S3"),
+            s3_part_size=reader.integer("REMORA_S3_PART_SIZE_MB", 16, low=5, high=5120) * MIB,
+            s3_in_flight=reader.integer("REMORA_S3_CONCURRENCY", 3, low=1, high=32),
+        )
+        if config.target_url is not None:
+            _check_target_url(config.target_url, problems)
+        if config.label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", config.label):
+            problems.append(
+                f"REMORA_LABEL {config.label!r} must be 1-63 letters, digits, '.', '_' or '-'"
+            )
+        if problems:
+            raise UsageError("; ".join(problems), hint="fix the configuration and run again")
+        return config
+
+    def require(self, *fields: str) -> None:
+        """Raise one UsageError naming every variable that a command needs and is not set."""
+        missing = [self._variable(name) for name in fields if getattr(self, name) is None]
+        if missing:
+            raise UsageError(f"{', '.join(missing)} not set", hint="set it as a config var")
+
+    def secrets(self) -> list[str]:
+        """Every secret value configured, for the log redactor."""
+        return [
+            value.reveal()
+            for value in dataclasses.astuple(self)
+            if isinstance(value, Secret) and value.reveal()
+        ]
+
+    def _variable(self, field: str) -> str:
+        if field == "database_url":
+            return self.database_url_env
+        if field.startswith("aws_"):
+            return {"aws_region": "AWS_DEFAULT_REGION", "aws_endpoint_url": "AWS_ENDPOINT_URL_S3"}.get(
+                field, field.upper()
+            )
+        return "REMORA_" + field.upper()
+
+
+class _Reader:
+    """Typed readers over the environment that record problems instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str], problems: list[str]):
+        self._env = env
+        self._problems = problems
+
+    def text(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def secret(self, name: str, *, check=None) -> Secret | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        if check is not None and (problem := check(value)):
+            self._problems.append(f"{name} {problem}")
+        return Secret(value)
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        value = self.text(name)
+        if value is None:
+            return default
+        if not value.isdigit() or not low <= int(value) <= high:
+            self._problems.append(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+            return default
+        return int(value)
+
+
+def _check_database_url(value: str) -> str | None:
+    """Say what is wrong with a database URL, without ever repeating it (it holds a password)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "is not a valid URL"
+    if parts.scheme not in ("postgres", "postgresql"):
+        return "must start with postgres:// or postgresql://"
+    if not parts.path.strip("/"):
+        return "names no database (postgres://user:password@host:5432/DATABASE)"
+    return None
+
+
+def _check_target_url(value: str, problems: list[str]) -> None:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018
+    except ValueError:
+        problems.append(f"REMORA_TARGET_URL {value!r} is not a valid URL")
+        return
+    if parts.scheme not in TARGET_SCHEMES:
+        problems.append(
+            f"REMORA_TARGET_URL scheme {parts.scheme!r} is not one of "
+            + ", ".join(f"{s}://" for s in TARGET_SCHEMES)
+        )
+    elif parts.password is not None:
+        problems.append("REMORA_TARGET_URL must not hold a password; use the key variables instead")
+    elif parts.scheme == "s3" and not parts.hostname:
+        problems.append("REMORA_TARGET_URL names no bucket (s3://bucket/prefix)")
+    elif parts.scheme == "sftp" and not (parts.hostname and parts.username):
+        problems.append("REMORA_TARGET_URL needs a user and a host (sftp://user@host[:port]/path)")
+    elif parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
+        problems.append("REMORA_TARGET_URL must be an absolute path (file:///path)")

@@ -1,0 +1,102 @@
+"""The storage target interface. Every backend (file, S3, SFTP) implements exactly this.
+
+Keys are '/'-separated paths relative to the target's root (the URL's path or prefix), e.g.
+``mydb/2026/11/27/20261127T214800Z-3f9a2c.dump.gpg``.
+
+Errors: a backend raises ``TransientStorageError`` for failures worth retrying (timeouts,
+connection resets, 5xx, throttling) and ``StorageError`` for permanent ones (access denied, no
+such bucket, host key mismatch, disk full), always ``from`` the original exception.
+``ObjectNotFound`` (permanent) means the key does not exist. Retrying and in-flight limits are
+not the backend's business: ``runner.transfer`` wraps ``Upload.send`` with both.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime
+from typing import BinaryIO
+
+MIB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime.datetime  # timezone-aware, UTC
+
+
+class Upload(abc.ABC):
+    """One object being written. Nothing is visible under its key until ``complete()`` returns.
+
+    Parts are numbered from 1 and hold consecutive bytes. ``send`` may be called again with the
+    same number and the same bytes after a failure (a retry), and must then store them again.
+    Several ``send`` calls may run at once on different threads, up to the target's
+    ``max_in_flight``.
+    """
+
+    def part_size(self, number: int) -> int:
+        """How many bytes part ``number`` should hold (the last part may hold fewer)."""
+        return 8 * MIB
+
+    @abc.abstractmethod
+    def send(self, number: int, data: bytes) -> None:
+        """Store part ``number`` durably enough for ``complete()``."""
+
+    @abc.abstractmethod
+    def complete(self) -> None:
+        """Make the object visible under its key, whole, in one step."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Remove every trace of this upload. Never raises; safe to call twice or after complete."""
+
+
+class Target(abc.ABC):
+    """A place that stores objects under keys."""
+
+    #: how many ``Upload.send`` calls may run at once
+    max_in_flight: int = 1
+
+    @abc.abstractmethod
+    def begin(self, key: str) -> Upload:
+        """Start writing ``key``; the caller must ``complete()`` or ``abort()`` the upload."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write a small object in one piece (e.g. a manifest)."""
+        upload = self.begin(key)
+        try:
+            upload.send(1, data)
+            upload.complete()
+        except BaseException:
+            upload.abort()
+            raise
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, at any depth, in no particular order.
+
+        Temporary files of unfinished uploads are not listed.
+        """
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """The object's size and time; ``ObjectNotFound`` if there is none."""
+
+    @abc.abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """A readable binary stream of the object (``read(n)``, ``close()``, context manager)."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; removing a missing object is not an error."""
+
+    def close(self) -> None:
+        """Release connections. The target is not used afterwards."""
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
