@@ -121,11 +121,13 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Every secret value configured, for the log redactor."""
-        return [
-            value.reveal()
-            for value in dataclasses.astuple(self)
-            if isinstance(value, Secret) and value.reveal()
-        ]
+        values = [v.reveal() for v in dataclasses.astuple(self) if isinstance(v, Secret)]
+        if self.database_url is not None:
+            try:
+                values.append(urlsplit(self.database_url.reveal()).password or "")
+            except ValueError:
+                pass
+        return [v for v in values if v]
 
     def _variable(self, field: str) -> str:
         if field == "database_url":

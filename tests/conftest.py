@@ -6,3 +6,13 @@ pytest_plugins = [
     "tests.servers.sshd",
     "tests.servers.seaweed",
 ]
+
+import pytest
+
+
+@pytest.fixture
+def file_target_env(tmp_path) -> dict[str, str]:
+    """A fresh folder target."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    return {"REMORA_TARGET_URL": f"file://{folder}"}

@@ -1,0 +1,136 @@
+"""Child processes that cannot leak or hang.
+
+Every child's stderr is drained by a thread into a bounded buffer, so a chatty child never
+blocks on a full pipe and its last words are kept for the error message. ``ProcessGroup`` is a
+context manager: leaving it by an exception terminates every child that is still running, waits
+a grace period, kills what is left, and always reaps, so no child outlives the runner's command.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+STDERR_KEEP = 64 * 1024
+GRACE_SECONDS = 5.0
+
+
+class Child:
+    """One running process and the tail of what it wrote to stderr."""
+
+    def __init__(self, name: str, popen: subprocess.Popen):
+        self.name = name
+        self.popen = popen
+        self._tail: collections.deque[bytes] = collections.deque()
+        self._tail_bytes = 0
+        self._drainer = threading.Thread(target=self._drain, name=f"{name}-stderr", daemon=True)
+        self._drainer.start()
+
+    def _drain(self) -> None:
+        for line in iter(self.popen.stderr.readline, b""):
+            self._tail.append(line)
+            self._tail_bytes += len(line)
+            while self._tail_bytes > STDERR_KEEP and len(self._tail) > 1:
+                self._tail_bytes -= len(self._tail.popleft())
+        self.popen.stderr.close()
+
+    def stderr_text(self) -> str:
+        """The child's last stderr lines, joined on one line: the tool's own words."""
+        self._drainer.join(timeout=GRACE_SECONDS)
+        text = b"".join(self._tail).decode("utf-8", "replace")
+        return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+
+    def wait(self) -> int:
+        return self.popen.wait()
+
+    @property
+    def killed_by_sigpipe(self) -> bool:
+        return self.popen.returncode == -signal.SIGPIPE
+
+
+class ProcessGroup:
+    """Starts children and guarantees that each one is reaped, on success and on failure."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        pass_fds: Sequence[int] = (),
+    ) -> Child:
+        """Start ``argv`` (never through a shell) with exactly ``env`` as its environment."""
+        popen = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            pass_fds=tuple(pass_fds),
+            bufsize=0,
+        )
+        child = Child(name, popen)
+        self.children.append(child)
+        return child
+
+    def stop(self, *, grace: float = GRACE_SECONDS) -> None:
+        """Terminate every child still running, kill it after ``grace`` seconds, reap them all."""
+        alive = [c.popen for c in self.children if c.popen.poll() is None]
+        for popen in alive:
+            _signal(popen, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for popen in alive:
+            try:
+                popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(popen, signal.SIGKILL)
+                popen.wait()
+        for child in self.children:
+            for stream in (child.popen.stdin, child.popen.stdout):
+                if stream is not None:
+                    stream.close()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop(grace=GRACE_SECONDS if exc_type is not None else 0.0)
+
+
+def _signal(popen: subprocess.Popen, signum: int) -> None:
+    try:
+        popen.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def pump(source: int, sink: int, counter: list[int], errors: list[BaseException]) -> threading.Thread:
+    """Move bytes from one pipe to another in the kernel (splice), counting them, in a thread.
+
+    The bytes never pass through Python's memory, let alone the disk. When the sink's reader
+    dies the source is closed, so the writer upstream sees SIGPIPE instead of blocking forever.
+    """
+
+    def run() -> None:
+        try:
+            while moved := os.splice(source, sink, 1 << 20):
+                counter[0] += moved
+        except OSError as e:  # BrokenPipeError: the reader died; the caller finds out why
+            errors.append(e)
+        finally:
+            os.close(source)
+            os.close(sink)
+
+    thread = threading.Thread(target=run, name="pump", daemon=True)
+    thread.start()
+    return thread

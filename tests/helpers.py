@@ -1,0 +1,56 @@
+"""Running the real runner as a user would, and comparing databases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def base_env() -> dict[str, str]:
+    """A clean environment: PATH and HOME only, so nothing leaks in from the developer's shell."""
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+
+
+def remora(*args: str, env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``remora-backup ARGS`` in a child process, without a terminal, as on a dyno."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner.cli", *args],
+        env={**base_env(), **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
+    return result
+
+
+def dump_sql(url: str) -> str:
+    """A database's whole content as SQL, for comparing a restore with its source."""
+    result = subprocess.run(
+        [str(PG_BIN / "pg_dump"), "--no-owner", "--no-acl", "--dbname", url.rsplit("/", 1)[1]],
+        env={**base_env(), **libpq_env(url)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # comments name the database; \restrict lines carry a random key per run
+    noise = ("--", "\\restrict", "\\unrestrict")
+    return "\n".join(line for line in result.stdout.splitlines() if not line.startswith(noise))
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return {"PGHOST": parts.hostname, "PGPORT": str(parts.port), "PGUSER": parts.username,
+            "PGPASSWORD": parts.password}

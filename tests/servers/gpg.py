@@ -1,0 +1,74 @@
+"""gpg keys generated for the test session, in throwaway GNUPGHOMEs."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.servers.util import require_tool
+
+
+@dataclasses.dataclass(frozen=True)
+class GpgKey:
+    home: Path  # a GNUPGHOME holding the private key, for decrypting with plain gpg
+    fingerprint: str
+    public: str  # ASCII-armored
+    private: str  # ASCII-armored
+    passphrase: str | None
+
+    def gpg(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        """Run plain gpg against this key's home, as a customer would."""
+        argv = ["gpg", "--homedir", str(self.home), "--batch", "--no-tty"]
+        if self.passphrase:
+            passfile = self.home / "passphrase"
+            passfile.write_text(self.passphrase)
+            argv += ["--pinentry-mode", "loopback", "--passphrase-file", str(passfile)]
+        return subprocess.run(argv + list(args), check=False, capture_output=True, **kwargs)
+
+
+def make_key(home: Path, user_id: str, *, passphrase: str | None = None, algo: str = "future-default",
+             usage: str = "default", expire: str = "never") -> GpgKey:
+    """Generate a key in a new GNUPGHOME, export it, return it."""
+    require_tool("gpg")
+    home.mkdir(mode=0o700, parents=True)
+    base = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--pinentry-mode", "loopback",
+            "--passphrase", passphrase or ""]
+    subprocess.run(base + ["--quick-gen-key", user_id, algo, usage, expire], check=True, capture_output=True)
+    listing = subprocess.run(base + ["--with-colons", "--list-secret-keys"], check=True, capture_output=True,
+                             text=True).stdout
+    fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    public = subprocess.run(base + ["--armor", "--export", fingerprint], check=True, capture_output=True,
+                            text=True).stdout
+    private = subprocess.run(base + ["--armor", "--export-secret-keys", fingerprint], check=True,
+                             capture_output=True, text=True).stdout
+    return GpgKey(home=home, fingerprint=fingerprint, public=public, private=private, passphrase=passphrase)
+
+
+def stop_agent(home: Path) -> None:
+    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def gpg_key(tmp_path_factory) -> GpgKey:
+    """The customer's key pair (no passphrase)."""
+    key = make_key(tmp_path_factory.mktemp("gpg") / "customer", "Customer DBA <dba@example.com>")
+    yield key
+    stop_agent(key.home)
+
+
+@pytest.fixture(scope="session")
+def escrow_key(tmp_path_factory) -> GpgKey:
+    """A second recipient with a passphrase, as a company's escrow key would have."""
+    key = make_key(tmp_path_factory.mktemp("gpg") / "escrow", "Escrow <escrow@example.com>",
+                   passphrase="escrow-passphrase-" + "x" * 8)
+    yield key
+    stop_agent(key.home)
+
+
+@pytest.fixture
+def gpg_env(gpg_key) -> dict[str, str]:
+    """What the runner needs to encrypt to, and to decrypt from, the customer's key."""
+    return {"REMORA_GPG_PUBLIC_KEYS": gpg_key.public, "REMORA_GPG_PRIVATE_KEY": gpg_key.private}

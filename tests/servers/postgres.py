@@ -1,0 +1,90 @@
+"""A throwaway PostgreSQL cluster (initdb/pg_ctl) on a free loopback port, with password auth."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.servers.util import free_port, require_tool
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+SAMPLE_SQL = Path(__file__).with_name("sample.sql")
+
+
+@dataclasses.dataclass
+class Cluster:
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def url(self, dbname: str, *, user: str | None = None, password: str | None = None) -> str:
+        return f"postgresql://{user or self.user}:{password or self.password}@{self.host}:{self.port}/{dbname}"
+
+    def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.url(dbname), autocommit=True, **kwargs)
+
+    def create_database(self, *, sample: bool = True) -> str:
+        """A new, empty (or sample-filled) database; returns its name."""
+        name = "db_" + secrets.token_hex(4)
+        with self.connect() as conn:
+            conn.execute(f'create database "{name}"')
+        if sample:
+            with self.connect(name) as conn:
+                conn.execute(SAMPLE_SQL.read_text())
+        return name
+
+
+def _as_postgres_user() -> dict:
+    """PostgreSQL refuses to run as root; CI runs as root, so run the server as 'postgres'."""
+    return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Cluster:
+    initdb = require_tool(PG_BIN / "initdb")
+    pg_ctl = require_tool(PG_BIN / "pg_ctl")
+    # not under pytest's tmp folders: they are private to root, and the server may run as 'postgres'
+    base = Path(tempfile.mkdtemp(prefix="remora-pg-"))
+    data, password = base / "data", "pw-" + secrets.token_hex(12)
+    pwfile = base / "pwfile"
+    pwfile.write_text(password + "\n")
+    user_args = _as_postgres_user()
+    if user_args:
+        shutil.chown(base, "postgres", "postgres")
+        shutil.chown(pwfile, "postgres", "postgres")
+    subprocess.run(
+        [str(initdb), "-D", str(data), "-U", "remora", "--auth=scram-sha-256", f"--pwfile={pwfile}",
+         "--encoding=UTF8", "--locale=C.UTF-8"],
+        check=True, capture_output=True, **user_args,
+    )
+    port = free_port()
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
+    subprocess.run(
+        [str(pg_ctl), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"],
+        check=True, capture_output=True, **user_args,
+    )
+    try:
+        yield Cluster(host="127.0.0.1", port=port, user="remora", password=password)
+    finally:
+        subprocess.run([str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, **user_args)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def database(pg_cluster) -> str:
+    """A fresh database holding the sample schema; returns its name."""
+    return pg_cluster.create_database()
+
+
+@pytest.fixture
+def database_env(pg_cluster, database) -> dict[str, str]:
+    return {"REMORA_DATABASE_URL": pg_cluster.url(database)}

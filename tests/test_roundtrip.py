@@ -1,0 +1,55 @@
+"""A backup to every target comes back as the same database, through the runner and through plain tools."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PG_BIN, base_env, dump_sql, libpq_env, ok, remora
+
+TARGETS = ["file_target_env", "s3_target_env", "sftp_target_env"]
+
+
+@pytest.fixture(params=TARGETS, ids=["file", "s3", "sftp"])
+def target_env(request) -> dict[str, str]:
+    return request.getfixturevalue(request.param)
+
+
+def test_backup_restores_identically_through_the_runner(target_env, pg_cluster, database_env, gpg_env, database):
+    env = {**target_env, **database_env, **gpg_env}
+    backup_id = ok(remora("backup", env=env)).stdout.strip()
+
+    listed = json.loads(ok(remora("list", "--json", env=env)).stdout)
+    assert [m["id"] for m in listed] == [backup_id]
+    ok(remora("verify", backup_id, env=env))
+    ok(remora("verify", "latest", "--decrypt", env=env))
+
+    copy = pg_cluster.create_database(sample=False)
+    ok(remora("restore", "latest", "--to", "RESTORE_URL", env={**env, "RESTORE_URL": pg_cluster.url(copy)}))
+    assert dump_sql(pg_cluster.url(copy)) == dump_sql(pg_cluster.url(database))
+
+
+def test_stored_object_restores_with_plain_gpg_and_pg_restore(
+    file_target_env, pg_cluster, database_env, gpg_env, gpg_key, database
+):
+    env = {**file_target_env, **database_env, **gpg_env}
+    backup_id = ok(remora("backup", env=env)).stdout.strip()
+    folder = Path(file_target_env["REMORA_TARGET_URL"].removeprefix("file://"))
+    [archive] = folder.glob(f"*/*/*/*/{backup_id}.dump.gpg")
+
+    copy = pg_cluster.create_database(sample=False)
+    gpg = subprocess.Popen(
+        ["gpg", "--homedir", str(gpg_key.home), "--batch", "--decrypt", str(archive)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    pg_restore = subprocess.run(
+        [str(PG_BIN / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error", "--dbname", copy],
+        stdin=gpg.stdout, env={**base_env(), **libpq_env(pg_cluster.url(copy))}, capture_output=True, text=True,
+    )
+    gpg.stdout.close()
+    assert gpg.wait() == 0
+    assert pg_restore.returncode == 0, pg_restore.stderr
+    assert dump_sql(pg_cluster.url(copy)) == dump_sql(pg_cluster.url(database))
