@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import resource
 from collections.abc import Mapping
 
 import structlog
@@ -62,7 +63,13 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
             runner_version=__version__,
         )
         _commit(target, manifest)
-    log.info("backup complete", id=backup_id, dump_bytes=stream.dump_bytes, encrypted_bytes=encrypted_bytes)
+    log.info(
+        "backup complete",
+        id=backup_id,
+        dump_bytes=stream.dump_bytes,
+        encrypted_bytes=encrypted_bytes,
+        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    )
     return manifest
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -48,10 +50,10 @@ def _as_postgres_user() -> dict:
     return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Cluster:
-    initdb = require_tool(PG_BIN / "initdb")
-    pg_ctl = require_tool(PG_BIN / "pg_ctl")
+@contextlib.contextmanager
+def running_cluster(bin_dir: Path = PG_BIN) -> Iterator[Cluster]:
+    """initdb a new cluster in a temporary folder, start it on a free port, stop and remove it after."""
+    initdb, pg_ctl = require_tool(bin_dir / "initdb"), require_tool(bin_dir / "pg_ctl")
     # not under pytest's tmp folders: they are private to root, and the server may run as 'postgres'
     base = Path(tempfile.mkdtemp(prefix="remora-pg-"))
     data, password = base / "data", "pw-" + secrets.token_hex(12)
@@ -61,22 +63,31 @@ def pg_cluster() -> Cluster:
     if user_args:
         shutil.chown(base, "postgres", "postgres")
         shutil.chown(pwfile, "postgres", "postgres")
-    subprocess.run(
-        [str(initdb), "-D", str(data), "-U", "remora", "--auth=scram-sha-256", f"--pwfile={pwfile}",
-         "--encoding=UTF8", "--locale=C.UTF-8"],
-        check=True, capture_output=True, **user_args,
-    )
-    port = free_port()
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
-    subprocess.run(
-        [str(pg_ctl), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"],
-        check=True, capture_output=True, **user_args,
-    )
     try:
-        yield Cluster(host="127.0.0.1", port=port, user="remora", password=password)
+        subprocess.run(
+            [str(initdb), "-D", str(data), "-U", "remora", "--auth=scram-sha-256", f"--pwfile={pwfile}",
+             "--encoding=UTF8", "--locale=C.UTF-8"],
+            check=True, capture_output=True, **user_args,
+        )
+        port = free_port()
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
+        subprocess.run(
+            [str(pg_ctl), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"],
+            check=True, capture_output=True, **user_args,
+        )
+        try:
+            yield Cluster(host="127.0.0.1", port=port, user="remora", password=password)
+        finally:
+            subprocess.run([str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"],
+                           capture_output=True, **user_args)
     finally:
-        subprocess.run([str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, **user_args)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    with running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture
@@ -88,3 +99,17 @@ def database(pg_cluster) -> str:
 @pytest.fixture
 def database_env(pg_cluster, database) -> dict[str, str]:
     return {"REMORA_DATABASE_URL": pg_cluster.url(database)}
+
+
+@pytest.fixture(scope="session")
+def big_database(pg_cluster) -> str:
+    """A database whose dump is about 64 MiB of incompressible bytes, for streams of many parts."""
+    name = pg_cluster.create_database(sample=False)
+    with pg_cluster.connect(name) as conn:
+        conn.execute("create table blob (id int primary key, data bytea)")
+        # 64 rows of 1 MiB: 65,536 random md5 digests each, decoded to bytes
+        conn.execute(
+            "insert into blob select r, (select decode(string_agg(md5(random()::text || r || g), ''), 'hex')"
+            " from generate_series(1, 65536) g) from generate_series(1, 64) r"
+        )
+    return name

@@ -1,0 +1,164 @@
+"""Failures end in one clear line, the right exit code, nothing that looks complete, and no stray process."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, base_env, ok, remora
+from tests.procs import all_cmdlines, children_of, with_marker
+
+
+def folder_of(env: dict[str, str]) -> Path:
+    return Path(env["REMORA_TARGET_URL"].removeprefix("file://"))
+
+
+def stored_files(env: dict[str, str]) -> list[str]:
+    return sorted(str(p.relative_to(folder_of(env))) for p in folder_of(env).rglob("*") if p.is_file())
+
+
+def start_backup(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", "backup"],
+        env={**base_env(), **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def kill_encrypting_gpg(runner: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGKILL the runner's gpg --encrypt (not the short-lived gpg runs that import keys)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, argv in children_of(runner.pid):
+            if "--encrypt" in argv:
+                time.sleep(0.2)  # let some bytes flow first
+                os.kill(pid, signal.SIGKILL)
+                return
+        time.sleep(0.01)
+    raise AssertionError("gpg --encrypt never started")
+
+
+def terminate_dump_backend(pg_cluster, dbname: str) -> bool:
+    """Kill pg_dump's server process while it is copying data: a dump that fails mid-stream."""
+    with pg_cluster.connect() as conn:
+        for _ in range(3000):
+            row = conn.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where datname = %s and application_name = 'pg_dump' and query like 'COPY%%'",
+                (dbname,),
+            ).fetchone()
+            if row:
+                return True
+            time.sleep(0.005)
+    return False
+
+
+@pytest.fixture
+def big_env(pg_cluster, big_database, gpg_env, file_target_env):
+    return {"REMORA_DATABASE_URL": pg_cluster.url(big_database), **gpg_env, **file_target_env}
+
+
+def test_a_dump_that_fails_midstream_stores_nothing_and_exits_4(pg_cluster, big_database, big_env):
+    runner = start_backup(big_env)
+    assert terminate_dump_backend(pg_cluster, big_database)
+    _out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 4, err
+    assert "pg_dump failed" in err and "terminating connection" in err
+    assert [line for line in err.splitlines() if "level=error" in line] == [err.splitlines()[-1]]
+    assert stored_files(big_env) == []
+
+
+def test_a_dead_gpg_is_blamed_not_pg_dump(big_env):
+    runner = start_backup(big_env)
+    kill_encrypting_gpg(runner)
+    _out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 5, err
+    assert "gpg could not encrypt" in err and "pg_dump failed" not in err
+    assert stored_files(big_env) == []
+
+
+def test_no_process_outlives_a_failed_backup(big_env):
+    marker = "REMORA_TEST_MARKER_" + secrets.token_hex(4)
+    env = {**big_env, marker: "1"}
+    runner = start_backup(env)
+    kill_encrypting_gpg(runner)
+    runner.communicate(timeout=120)
+    assert runner.returncode == 5
+    assert with_marker(marker) == []
+
+
+def test_no_process_outlives_a_successful_verify_decrypt(pg_cluster, database_env, gpg_env, file_target_env):
+    marker = "REMORA_TEST_MARKER_" + secrets.token_hex(4)
+    env = {**database_env, **gpg_env, **file_target_env, marker: "1"}
+    ok(remora("backup", env=env))
+    ok(remora("verify", "latest", "--decrypt", env=env))  # starts a gpg-agent for the private key
+    assert with_marker(marker) == []
+
+
+def test_no_password_in_any_argv_or_output(pg_cluster, big_database, gpg_env, file_target_env):
+    env = {"REMORA_DATABASE_URL": pg_cluster.url(big_database), **gpg_env, **file_target_env}
+    password = pg_cluster.password.encode()
+    seen, done = [], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.extend(c for c in all_cmdlines() if password in c)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        backup = remora("backup", env=env)
+        restore_db = pg_cluster.create_database(sample=False)
+        restore = remora("restore", "latest", "--to", "TO_URL", env={**env, "TO_URL": pg_cluster.url(restore_db)})
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == []
+    for result in (backup, restore):
+        assert result.returncode == 0, result.stderr
+        assert pg_cluster.password not in result.stdout + result.stderr
+    manifest = next(folder_of(env).rglob("*.manifest.json")).read_text()
+    assert pg_cluster.password not in manifest
+
+
+def test_no_password_in_a_connection_error(pg_cluster, gpg_env, file_target_env):
+    planted = "planted-" + secrets.token_hex(8)
+    env = {"REMORA_DATABASE_URL": pg_cluster.url("postgres", password=planted), **gpg_env, **file_target_env}
+    result = remora("backup", env=env)
+    assert result.returncode == 3
+    assert "password authentication failed" in result.stderr
+    assert planted not in result.stdout + result.stderr
+
+
+def test_a_tampered_object_fails_verify_and_restore_with_7(pg_cluster, database_env, gpg_env, file_target_env):
+    env = {**database_env, **gpg_env, **file_target_env}
+    backup_id = ok(remora("backup", env=env)).stdout.strip()
+    [archive] = folder_of(env).rglob("*.dump.gpg")
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+
+    result = remora("verify", backup_id, env=env)
+    assert result.returncode == 7 and "does not match its manifest" in result.stderr
+    empty = pg_cluster.create_database(sample=False)
+    result = remora("restore", backup_id, "--to", "TO_URL", env={**env, "TO_URL": pg_cluster.url(empty)})
+    assert result.returncode == 7
+    with pg_cluster.connect(empty) as conn:  # pg_restore never ran
+        assert conn.execute("select count(*) from pg_namespace where nspname = 'sales'").fetchone() == (0,)
+
+
+def test_an_archive_without_manifest_is_not_a_backup(database_env, gpg_env, file_target_env):
+    env = {**database_env, **gpg_env, **file_target_env}
+    backup_id = ok(remora("backup", env=env)).stdout.strip()
+    next(folder_of(env).rglob("*.manifest.json")).unlink()
+    assert json.loads(ok(remora("list", "--json", env=env)).stdout) == []
+    assert remora("verify", backup_id, env=env).returncode == 2
+    assert remora("verify", "latest", env=env).returncode == 2
