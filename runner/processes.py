@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
-STDERR_KEEP = 64 * 1024
+STDERR_KEEP = 16 * 1024  # bytes of stderr kept per child
+MESSAGE_KEEP = 1000  # characters of it that reach an error message
 GRACE_SECONDS = 5.0
 
 
@@ -40,10 +41,11 @@ class Child:
         self.popen.stderr.close()
 
     def stderr_text(self) -> str:
-        """The child's last stderr lines, joined on one line: the tool's own words."""
+        """The child's last stderr lines, joined on one short line: the tool's own words."""
         self._drainer.join(timeout=GRACE_SECONDS)
         text = b"".join(self._tail).decode("utf-8", "replace")
-        return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+        joined = " / ".join(line.strip() for line in text.splitlines() if line.strip())
+        return joined if len(joined) <= MESSAGE_KEEP else "…" + joined[-MESSAGE_KEEP:]
 
     def wait(self) -> int:
         return self.popen.wait()

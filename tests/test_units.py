@@ -1,0 +1,158 @@
+"""The pure parts, tested without running anything: argv builders, config, ids, manifest, redaction."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner import catalog, crypto, postgres
+from runner.config import Config, Secret
+from runner.errors import IntegrityError, UsageError
+from runner.log import Redactor
+from runner.manifest import Manifest
+from runner.processes import ProcessGroup
+
+HOME = Path("/tmp/home")
+
+
+def test_encrypt_argv_turns_compression_off_and_names_every_recipient():
+    argv = crypto.encrypt_argv(HOME, ["AAAA", "BBBB"])
+    assert argv[0] == "gpg" and argv[-1] == "--encrypt"
+    assert argv[argv.index("--compress-algo") + 1] == "none"
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--recipient"] == ["AAAA", "BBBB"]
+    assert {"--batch", "--no-tty"} <= set(argv)
+
+
+def test_decrypt_argv_takes_the_passphrase_from_a_descriptor_only():
+    argv = crypto.decrypt_argv(HOME, passphrase_fd=7)
+    assert argv[argv.index("--passphrase-fd") + 1] == "7"
+    assert "--passphrase" not in argv
+    assert "--passphrase-fd" not in crypto.decrypt_argv(HOME)
+
+
+def test_dump_argv_has_no_connection_settings():
+    argv = postgres.dump_argv(Path("/bin/pg_dump"), compression="zstd")
+    assert argv == ["/bin/pg_dump", "--format=custom", "--compress=zstd", "--no-password"]
+
+
+def test_restore_argv_single_transaction_or_parallel_from_a_file():
+    one = postgres.restore_argv(Path("pg_restore"), dbname="db", clean=True, jobs=1)
+    assert "--single-transaction" in one and "--clean" in one and "--if-exists" in one
+    many = postgres.restore_argv(Path("pg_restore"), dbname="db", clean=False, jobs=4, archive=Path("/a"))
+    assert "--jobs=4" in many and many[-1] == "/a" and "--single-transaction" not in many
+
+
+def test_libpq_env_carries_the_password_and_drops_stray_pg_variables():
+    params = postgres.connection_params(Secret("postgres://u:p%40ss@h:5433/db?sslmode=require"), variable="X")
+    env = postgres.libpq_env(params, {"PATH": "/bin", "PGSERVICE": "other"})
+    assert env == {"PATH": "/bin", "PGHOST": "h", "PGPORT": "5433", "PGUSER": "u", "PGPASSWORD": "p@ss",
+                   "PGDATABASE": "db", "PGSSLMODE": "require"}
+
+
+def test_find_tool_prefers_the_servers_major_and_refuses_older(tmp_path):
+    for major in (14, 15, 17):
+        tool = tmp_path / str(major) / "pg_dump"
+        tool.parent.mkdir()
+        tool.write_text(f"#!/bin/sh\necho 'pg_dump (PostgreSQL) {major}.1'\n")
+        tool.chmod(0o755)
+    search = [tmp_path / "14", tmp_path / "15", tmp_path / "17"]
+    postgres.TOOL_DIRS.clear()  # only the fake tools
+    assert postgres.find_tool("pg_dump", 15, search=search) == (tmp_path / "15" / "pg_dump", 15)
+    assert postgres.find_tool("pg_dump", 16, search=search) == (tmp_path / "17" / "pg_dump", 17)
+    with pytest.raises(UsageError, match="no pg_dump of version 18 or newer"):
+        postgres.find_tool("pg_dump", 18, search=search)
+
+
+@pytest.fixture(autouse=True)
+def _restore_tool_dirs():
+    saved = list(postgres.TOOL_DIRS)
+    yield
+    postgres.TOOL_DIRS[:] = saved
+
+
+def test_config_reports_every_problem_at_once_and_hides_secrets():
+    with pytest.raises(UsageError) as raised:
+        Config.from_env({
+            "REMORA_DATABASE_URL": "mysql://u:hunter22@h/db",
+            "REMORA_TARGET_URL": "ftp://x/y",
+            "REMORA_S3_PART_SIZE_MB": "2",
+        })
+    message = raised.value.message
+    assert "REMORA_DATABASE_URL" in message and "REMORA_TARGET_URL" in message and "REMORA_S3_PART_SIZE_MB" in message
+    assert "hunter22" not in message
+    config = Config.from_env({"REMORA_DATABASE_URL": "postgres://u:hunter22@h/db"})
+    assert "hunter22" not in repr(config)
+    assert "hunter22" in config.secrets()
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("s3:///prefix", "names no bucket"),
+    ("sftp://host/path", "needs a user and a host"),
+    ("file://relative/path", "absolute path"),
+    ("sftp://u:pw@host/path", "must not hold a password"),
+    ("gs://bucket", "is not one of"),
+])
+def test_config_rejects_malformed_target_urls(url, problem):
+    with pytest.raises(UsageError, match=problem):
+        Config.from_env({"REMORA_TARGET_URL": url})
+
+
+def test_require_names_the_missing_variables():
+    with pytest.raises(UsageError, match="MY_DB, REMORA_GPG_PUBLIC_KEYS not set"):
+        Config.from_env({}, database_url_env="MY_DB").require("database_url", "gpg_public_keys")
+
+
+def test_ids_sort_by_time_and_map_to_dated_keys():
+    first = catalog.new_id(datetime.datetime(2026, 11, 27, 21, 48, tzinfo=datetime.timezone.utc))
+    later = catalog.new_id(datetime.datetime(2026, 11, 27, 21, 49, tzinfo=datetime.timezone.utc))
+    assert first < later and first.startswith("20261127T214800Z-")
+    assert catalog.archive_key("db", first) == f"db/2026/11/27/{first}.dump.gpg"
+    assert catalog.manifest_key("db", first) == f"db/2026/11/27/{first}.manifest.json"
+    with pytest.raises(UsageError):
+        catalog.archive_key("db", "../../etc/passwd")
+
+
+def test_manifest_round_trips_and_refuses_unknown_formats():
+    manifest = Manifest(
+        id="20261127T214800Z-3f9a2c", label="db", database="db", server_version="15.8", pg_dump_version=15,
+        archive_format="custom", compression="1", recipients=["F" * 40], dump_bytes=10, encrypted_bytes=20,
+        sha256="0" * 64, started_at="2026-11-27T21:48:00Z", finished_at="2026-11-27T21:48:01Z",
+        runner_version="0.1.0",
+    )
+    assert Manifest.from_bytes(manifest.to_bytes(), key="k") == manifest
+    with pytest.raises(IntegrityError, match="format 99"):
+        Manifest.from_bytes(manifest.to_bytes().replace(b'"format": 1', b'"format": 99'), key="k")
+    with pytest.raises(IntegrityError):
+        Manifest.from_bytes(b"{not json", key="k")
+
+
+def test_redactor_hides_secrets_and_url_passwords():
+    redactor = Redactor()
+    redactor.add(["s3cr3t-value"])
+    event = redactor(None, "info", {"event": "x s3cr3t-value y", "url": "postgres://me:pa55@host/db", "n": 3})
+    assert event == {"event": "x *** y", "url": "postgres://me:***@host/db", "n": 3}
+
+
+def test_process_group_kills_a_child_that_ignores_sigterm_on_failure():
+    ignore_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    started = time.monotonic()
+    with pytest.raises(RuntimeError):
+        with ProcessGroup() as group:
+            child = group.start("stubborn", [sys.executable, "-c", ignore_term], env={}, stdout=subprocess.PIPE)
+            child.popen.stdout.readline()
+            raise RuntimeError("a stage failed")
+    assert child.popen.returncode == -9
+    assert time.monotonic() - started < 10
+
+
+def test_process_group_keeps_only_the_tail_of_stderr():
+    with ProcessGroup() as group:
+        child = group.start("chatty", [sys.executable, "-c", "import sys\nfor i in range(100000): print(i, file=sys.stderr)"], env={})
+        assert child.wait() == 0
+    text = child.stderr_text()
+    assert text.endswith("99999") and len(text) <= 1001
