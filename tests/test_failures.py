@@ -162,3 +162,16 @@ def test_an_archive_without_manifest_is_not_a_backup(database_env, gpg_env, file
     assert json.loads(ok(remora("list", "--json", env=env)).stdout) == []
     assert remora("verify", backup_id, env=env).returncode == 2
     assert remora("verify", "latest", env=env).returncode == 2
+
+
+def test_decrypting_needs_the_right_key_and_passphrase(database_env, gpg_env, escrow_key, file_target_env):
+    env = {**database_env, **file_target_env, "REMORA_GPG_PUBLIC_KEYS": escrow_key.public}
+    ok(remora("backup", env=env))
+    missing = remora("verify", "latest", "--decrypt", env=env)
+    assert missing.returncode == 2 and "REMORA_GPG_PRIVATE_KEY not set" in missing.stderr
+    wrong_key = remora("verify", "latest", "--decrypt", env={**env, "REMORA_GPG_PRIVATE_KEY": gpg_env["REMORA_GPG_PRIVATE_KEY"]})
+    assert wrong_key.returncode == 5 and "REMORA_GPG_PRIVATE_KEY" in wrong_key.stderr
+    bad_passphrase = remora("verify", "latest", "--decrypt", env={
+        **env, "REMORA_GPG_PRIVATE_KEY": escrow_key.private, "REMORA_GPG_PASSPHRASE": "not-the-passphrase"})
+    assert bad_passphrase.returncode == 5
+    assert "not-the-passphrase" not in bad_passphrase.stderr

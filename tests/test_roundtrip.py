@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -53,3 +54,28 @@ def test_stored_object_restores_with_plain_gpg_and_pg_restore(
     assert gpg.wait() == 0
     assert pg_restore.returncode == 0, pg_restore.stderr
     assert dump_sql(pg_cluster.url(copy)) == dump_sql(pg_cluster.url(database))
+
+
+def test_download_writes_the_checked_ciphertext_or_the_archive(file_target_env, database_env, gpg_env, tmp_path):
+    env = {**file_target_env, **database_env, **gpg_env}
+    ok(remora("backup", env=env))
+    [manifest] = json.loads(ok(remora("list", "--json", env=env)).stdout)
+
+    ok(remora("download", "latest", "--output", str(tmp_path / "backup.gpg"), env=env))
+    assert hashlib.sha256((tmp_path / "backup.gpg").read_bytes()).hexdigest() == manifest["sha256"]
+
+    ok(remora("download", "latest", "--output", str(tmp_path / "backup.dump"), "--decrypt", env=env))
+    listing = subprocess.run([str(PG_BIN / "pg_restore"), "--list", str(tmp_path / "backup.dump")],
+                             capture_output=True, text=True)
+    assert listing.returncode == 0 and "TABLE DATA sales customer" in listing.stdout
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["backup.dump", "backup.gpg"]
+
+
+def test_every_recipient_can_decrypt(file_target_env, database_env, gpg_key, escrow_key, pg_cluster):
+    env = {**file_target_env, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public + "\n" + escrow_key.public}
+    ok(remora("backup", env=env))
+    [manifest] = json.loads(ok(remora("list", "--json", env=env)).stdout)
+    assert sorted(manifest["recipients"]) == sorted([gpg_key.fingerprint, escrow_key.fingerprint])
+    for key in (gpg_key, escrow_key):
+        secrets = {"REMORA_GPG_PRIVATE_KEY": key.private, "REMORA_GPG_PASSPHRASE": key.passphrase or ""}
+        ok(remora("verify", "latest", "--decrypt", env={**env, **secrets}))
