@@ -32,7 +32,7 @@ def retrying(call, *args, what: str):
     retryer = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(TransientStorageError),
         stop=tenacity.stop_after_attempt(ATTEMPTS),
-        wait=tenacity.wait_exponential_jitter(initial=BACKOFF_FIRST, max=BACKOFF_MAX),
+        wait=tenacity.wait_exponential_jitter(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX, jitter=BACKOFF_FIRST),
         before_sleep=lambda state: log.warning(
             "retrying", what=what, attempt=state.attempt_number, error=state.outcome.exception().message
         ),
