@@ -46,34 +46,9 @@ def kill_encrypting_gpg(runner: subprocess.Popen, timeout: float = 30) -> None:
     raise AssertionError("gpg --encrypt never started")
 
 
-def terminate_dump_backend(pg_cluster, dbname: str) -> bool:
-    """Kill pg_dump's server process while it is copying data: a dump that fails mid-stream."""
-    with pg_cluster.connect() as conn:
-        for _ in range(3000):
-            row = conn.execute(
-                "select pg_terminate_backend(pid) from pg_stat_activity"
-                " where datname = %s and application_name = 'pg_dump' and query like 'COPY%%'",
-                (dbname,),
-            ).fetchone()
-            if row:
-                return True
-            time.sleep(0.005)
-    return False
-
-
 @pytest.fixture
 def big_env(pg_cluster, big_database, gpg_env, file_target_env):
     return {"REMORA_DATABASE_URL": pg_cluster.url(big_database), **gpg_env, **file_target_env}
-
-
-def test_a_dump_that_fails_midstream_stores_nothing_and_exits_4(pg_cluster, big_database, big_env):
-    runner = start_backup(big_env)
-    assert terminate_dump_backend(pg_cluster, big_database)
-    _out, err = runner.communicate(timeout=120)
-    assert runner.returncode == 4, err
-    assert "pg_dump failed" in err and "terminating connection" in err
-    assert [line for line in err.splitlines() if "level=error" in line] == [err.splitlines()[-1]]
-    assert stored_files(big_env) == []
 
 
 def test_a_dead_gpg_is_blamed_not_pg_dump(big_env):
