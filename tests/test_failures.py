@@ -11,11 +11,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from tests.helpers import REPO, base_env, ok, remora
 from tests.procs import all_cmdlines, children_of, with_marker
+from tests.servers.sshd import keygen
 
 
 def folder_of(env: dict[str, str]) -> Path:
@@ -150,3 +152,15 @@ def test_decrypting_needs_the_right_key_and_passphrase(database_env, gpg_env, es
         **env, "REMORA_GPG_PRIVATE_KEY": escrow_key.private, "REMORA_GPG_PASSPHRASE": "not-the-passphrase"})
     assert bad_passphrase.returncode == 5
     assert "not-the-passphrase" not in bad_passphrase.stderr
+
+
+def test_a_wrong_pinned_sftp_host_key_exits_6_and_writes_nothing(database_env, gpg_env, sftp_target_env, sshd_server, tmp_path):
+    _, impostor = keygen(tmp_path / "impostor")
+    pinned = f"[{sshd_server.host}]:{sshd_server.port} " + " ".join(impostor.split()[:2])
+    env = {**database_env, **gpg_env, **sftp_target_env, "REMORA_SFTP_KNOWN_HOSTS": pinned}
+    result = remora("backup", env=env)
+    assert result.returncode == 6
+    [line] = [line for line in result.stderr.splitlines() if "level=error" in line]
+    assert "not the pinned one" in line and "ssh-keyscan" in line
+    folder = Path(urlsplit(sftp_target_env["REMORA_TARGET_URL"]).path)
+    assert [p for p in folder.rglob("*")] == []

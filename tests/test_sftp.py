@@ -16,7 +16,8 @@ import pytest
 from runner.config import Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
 from runner.targets import open_target
-from tests.servers.sshd import SSHServer, free_port, keygen, running_sshd, sftp_env, tool
+from tests.servers.sshd import SSHServer, keygen, running_sshd, sftp_env
+from tests.servers.util import free_port, require_tool
 
 MIB = 1024 * 1024
 
@@ -196,7 +197,7 @@ def test_hashed_known_hosts_line_and_extra_lines_are_accepted(sftp_target_env, s
     _, other = keygen(tmp_path / "other")
     known = tmp_path / "known_hosts"
     known.write_text(f"# pinned\n\n192.0.2.7 {other}\n{sshd_server.known_hosts_line}\n")
-    subprocess.run([tool("ssh-keygen"), "-H", "-f", str(known)], check=True, capture_output=True)
+    subprocess.run([str(require_tool("ssh-keygen")), "-H", "-f", str(known)], check=True, capture_output=True)
     hashed = known.read_text()
     assert f"{sshd_server.port}" not in hashed and "|1|" in hashed
     with connect(sftp_target_env, REMORA_SFTP_KNOWN_HOSTS=hashed) as target:

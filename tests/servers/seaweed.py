@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
-from tests.servers.util import require_tool
+from tests.servers.util import free_ports, require_tool
 
 REGION = "us-east-1"
 PREFIX = "backups"
@@ -85,18 +84,9 @@ def weed_binary() -> Path:
     return beside if beside.is_file() else require_tool("weed")
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (held open together, so none repeats)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-
-
 def weed_argv(weed: Path, base: Path, s3_config: Path) -> tuple[list[str], dict[str, int]]:
     """The ``weed mini`` command line and its ports: loopback only, nothing but what S3 needs."""
-    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS))))
+    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
     argv = [
         str(weed), f"-logdir={base}", "mini", f"-dir={base / 'data'}",
         "-ip=127.0.0.1", "-ip.bind=127.0.0.1",

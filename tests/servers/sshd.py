@@ -11,7 +11,6 @@ import dataclasses
 import os
 import pwd
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.servers.util import free_port, require_tool
 
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
@@ -73,32 +74,17 @@ class SSHServer:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
 
 
-def tool(name: str) -> str:
-    """The path of an OpenSSH program; fail the run loudly if it is not installed."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: install openssh-server and openssh-client", pytrace=False)
-    return path
-
-
 def keygen(path: Path, kind: str = "ed25519", *, passphrase: str = "", options: tuple = ()) -> tuple[str, str]:
     """Generate a key pair with ssh-keygen; return the private key's text and the public line."""
-    argv = [tool("ssh-keygen"), "-q", "-t", kind, "-N", passphrase, "-C", "remora-test", "-f", str(path)]
+    argv = [str(require_tool("ssh-keygen")), "-q", "-t", kind, "-N", passphrase, "-C", "remora-test", "-f", str(path)]
     subprocess.run([*argv, *options], check=True, stdin=subprocess.DEVNULL, capture_output=True)
     return path.read_text(), Path(f"{path}.pub").read_text().strip()
-
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
 def running_sshd(directory: Path):
     """Run an sshd whose keys, config, pid file and log all live under ``directory``."""
-    sshd = tool(SSHD)
+    sshd = str(require_tool(SSHD))
     directory.mkdir(parents=True, exist_ok=True)
     _, host_public = keygen(directory / "host_ed25519")
     client_private, client_public = keygen(directory / "client_ed25519")
