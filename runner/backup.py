@@ -8,11 +8,13 @@ after pg_dump and gpg have both exited 0; the manifest that makes it a backup co
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
 import resource
 from collections.abc import Mapping
+from pathlib import Path
 
 import structlog
 
@@ -68,7 +70,7 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
         id=backup_id,
         dump_bytes=stream.dump_bytes,
         encrypted_bytes=encrypted_bytes,
-        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_rss_mib=_peak_rss_mib(),
     )
     return manifest
 
@@ -128,6 +130,19 @@ def _check(dump_status: int, gpg_status: int, dump, gpg) -> None:
             f"pg_dump failed (exit {dump_status}): {dump.stderr_text() or 'no message'}",
             hint="see pg_dump's message; nothing was stored",
         )
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so it would report the peak of
+    whatever process forked the runner if that was larger.
+    """
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _label_for(dbname: str) -> str:
