@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -33,13 +34,25 @@ def test_backup_restores_identically_through_the_runner(target_env, pg_cluster, 
     assert dump_sql(pg_cluster.url(copy)) == dump_sql(pg_cluster.url(database))
 
 
+def stored_archive(request, env: dict[str, str], backup_id: str, into: Path) -> Path:
+    """Fetch the stored object with the storage's own tools, not the runner's."""
+    url = urlsplit(env["REMORA_TARGET_URL"])
+    name = f"{backup_id}.dump.gpg"
+    if url.scheme == "s3":
+        client = request.getfixturevalue("s3_server").client()
+        [key] = [o["Key"] for o in client.list_objects_v2(Bucket=url.netloc)["Contents"] if o["Key"].endswith(name)]
+        client.download_file(url.netloc, key, str(into / name))
+        return into / name
+    [path] = Path(url.path).rglob(name)  # file://, and the test sshd writes to this machine's disk
+    return path
+
+
 def test_stored_object_restores_with_plain_gpg_and_pg_restore(
-    file_target_env, pg_cluster, database_env, gpg_env, gpg_key, database
+    request, target_env, pg_cluster, database_env, gpg_env, gpg_key, database, tmp_path
 ):
-    env = {**file_target_env, **database_env, **gpg_env}
+    env = {**target_env, **database_env, **gpg_env}
     backup_id = ok(remora("backup", env=env)).stdout.strip()
-    folder = Path(file_target_env["REMORA_TARGET_URL"].removeprefix("file://"))
-    [archive] = folder.glob(f"*/*/*/*/{backup_id}.dump.gpg")
+    archive = stored_archive(request, env, backup_id, tmp_path)
 
     copy = pg_cluster.create_database(sample=False)
     gpg = subprocess.Popen(

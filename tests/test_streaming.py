@@ -81,7 +81,7 @@ def test_a_large_s3_backup_is_multipart_with_checksums_in_bounded_memory(
     assert archive["Size"] > 4 * in_flight_bytes
     small_peak, large_peak = peak_rss_mib(small.stderr), peak_rss_mib(large.stderr)
     assert large_peak - small_peak < in_flight_bytes / 2**20 + 10, (small_peak, large_peak)
-    assert large_peak < 150
+    assert large_peak < 150, (small_peak, large_peak)
 
 
 def peak_rss_mib(log: str) -> float:
