@@ -1,6 +1,6 @@
 """``remora-backup backup``: pg_dump → gpg → target, then the manifest, last.
 
-    pg_dump ──pipe──▶ splice (counts) ──pipe──▶ gpg --encrypt ──pipe──▶ runner ──parts──▶ target
+    pg_dump ──pipe──▶ Pump (splice, counts) ──pipe──▶ gpg --encrypt ──pipe──▶ runner ──parts──▶ target
 
 The plaintext only ever crosses kernel pipes. The archive is completed in the target only
 after pg_dump and gpg have both exited 0; the manifest that makes it a backup comes after that.
@@ -9,10 +9,12 @@ after pg_dump and gpg have both exited 0; the manifest that makes it a backup co
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import re
 import resource
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from runner import __version__, catalog, crypto, postgres
 from runner.config import Config
 from runner.errors import DumpError
 from runner.manifest import Manifest
-from runner.processes import ProcessGroup, pump
+from runner.processes import Child, ProcessGroup, Pump
 from runner.targets import Target, open_target
 from runner.transfer import upload_stream
 
@@ -42,24 +44,25 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
         backup_id = catalog.new_id(started)
         log.info("backup started", id=backup_id, label=label, database=server.dbname, target=config.target_url)
         compression = "zstd" if dump_major >= 16 else "1"
-        stream = _Stream(
+        stored = _store(
+            target,
+            catalog.archive_key(label, backup_id),
             dump_argv=postgres.dump_argv(pg_dump, compression=compression),
             encrypt_argv=crypto.encrypt_argv(keyring.home, [r.fingerprint for r in recipients]),
             env=postgres.libpq_env(params, dict(env)),
         )
-        encrypted_bytes, sha256 = stream.store(target, catalog.archive_key(label, backup_id), config)
         manifest = Manifest(
             id=backup_id,
             label=label,
             database=server.dbname,
-            server_version=server.version.split()[1] if " " in server.version else server.version,
+            server_version=server.version,
             pg_dump_version=dump_major,
             archive_format="custom",
             compression=compression,
             recipients=[r.fingerprint for r in recipients],
-            dump_bytes=stream.dump_bytes,
-            encrypted_bytes=encrypted_bytes,
-            sha256=sha256,
+            dump_bytes=stored.dump_bytes,
+            encrypted_bytes=stored.encrypted_bytes,
+            sha256=stored.sha256,
             started_at=_iso(started),
             finished_at=_iso(datetime.datetime.now(datetime.timezone.utc)),
             runner_version=__version__,
@@ -68,8 +71,8 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
     log.info(
         "backup complete",
         id=backup_id,
-        dump_bytes=stream.dump_bytes,
-        encrypted_bytes=encrypted_bytes,
+        dump_bytes=manifest.dump_bytes,
+        encrypted_bytes=manifest.encrypted_bytes,
         peak_rss_mib=_peak_rss_mib(),
     )
     return manifest
@@ -87,47 +90,45 @@ def _commit(target: Target, manifest: Manifest) -> None:
         raise
 
 
-class _Stream:
-    """The pg_dump → gpg pipeline, feeding one upload."""
-
-    def __init__(self, *, dump_argv: list[str], encrypt_argv: list[str], env: dict[str, str]):
-        self.dump_argv = dump_argv
-        self.encrypt_argv = encrypt_argv
-        self.env = env
-        self.dump_bytes = 0
-
-    def store(self, target: Target, key: str, config: Config) -> tuple[int, str]:
-        """Stream the encrypted dump into ``key``; complete it only if every stage succeeded."""
-        upload = target.begin(key)
-        try:
-            with ProcessGroup() as group:
-                dump_out, pump_in = os.pipe()
-                pump_out, gpg_in = os.pipe()
-                dump = group.start("pg_dump", self.dump_argv, env=self.env, stdout=pump_in)
-                os.close(pump_in)
-                gpg = group.start("gpg", self.encrypt_argv, env=self.env, stdin=pump_out, stdout=-1)
-                os.close(pump_out)
-                counter, pump_errors = [0], []
-                mover = pump(dump_out, gpg_in, counter, pump_errors)
-                in_flight = target.max_in_flight
-                size, sha256 = upload_stream(gpg.popen.stdout, upload, in_flight=in_flight)
-                mover.join()
-                _check(dump.wait(), gpg.wait(), dump, gpg)
-                self.dump_bytes = counter[0]
-            upload.complete()
-        except BaseException:
-            upload.abort()
-            raise
-        return size, sha256
+@dataclasses.dataclass(frozen=True)
+class _Stored:
+    dump_bytes: int
+    encrypted_bytes: int
+    sha256: str
 
 
-def _check(dump_status: int, gpg_status: int, dump, gpg) -> None:
+def _store(target: Target, key: str, *, dump_argv: list[str], encrypt_argv: list[str], env) -> _Stored:
+    """Stream pg_dump through gpg into ``key``; complete it only if every stage succeeded."""
+    upload = target.begin(key)
+    try:
+        with ProcessGroup() as group:
+            dump_out, pump_in = os.pipe()
+            pump_out, gpg_in = os.pipe()
+            dump = group.start("pg_dump", dump_argv, env=env, stdout=pump_in)
+            os.close(pump_in)
+            gpg = group.start("gpg", encrypt_argv, env=env, stdin=pump_out, stdout=subprocess.PIPE)
+            os.close(pump_out)
+            pump = Pump(dump_out, gpg_in)
+            pump.start()
+            size, sha256 = upload_stream(gpg.popen.stdout, upload, in_flight=target.max_in_flight)
+            pump.join()
+            _check(dump, gpg, pump)
+        upload.complete()
+    except BaseException:
+        upload.abort()
+        raise
+    return _Stored(dump_bytes=pump.moved, encrypted_bytes=size, sha256=sha256)
+
+
+def _check(dump: Child, gpg: Child, pump: Pump) -> None:
     """Report the real first failure: a dead gpg makes pg_dump die of SIGPIPE, so blame gpg first."""
-    if gpg_status != 0:
+    if gpg.wait() != 0:
         raise crypto.crypto_failure("encrypt the dump", gpg.stderr_text())
-    if dump_status != 0:
+    if pump.error is not None and not isinstance(pump.error, BrokenPipeError):
+        raise pump.error
+    if (status := dump.wait()) != 0:
         raise DumpError(
-            f"pg_dump failed (exit {dump_status}): {dump.stderr_text() or 'no message'}",
+            f"pg_dump failed (exit {status}): {dump.stderr_text() or 'no message'}",
             hint="see pg_dump's message; nothing was stored",
         )
 

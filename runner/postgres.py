@@ -42,11 +42,15 @@ TOOL_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 class Server:
     dbname: str
     version_num: int  # server_version_num, e.g. 150018
-    version: str
 
     @property
     def major(self) -> int:
         return self.version_num // 10000
+
+    @property
+    def version(self) -> str:
+        """e.g. '15.18'"""
+        return f"{self.major}.{self.version_num % 10000}"
 
 
 def connection_params(url: Secret, *, variable: str) -> dict[str, str]:
@@ -75,14 +79,14 @@ def inspect(params: dict[str, str], *, variable: str) -> Server:
     try:
         with psycopg.connect(**params, connect_timeout=int(params.get("connect_timeout", 15))) as conn:
             row = conn.execute(
-                "select current_database(), current_setting('server_version_num')::int, version()"
+                "select current_database(), current_setting('server_version_num')::int"
             ).fetchone()
     except psycopg.OperationalError as e:
         raise CredentialError(
             f"cannot connect with {variable}: {_first_line(e)}",
             hint="check the host, the database name and the credential",
         ) from e
-    return Server(dbname=row[0], version_num=row[1], version=row[2])
+    return Server(dbname=row[0], version_num=row[1])
 
 
 def _first_line(error: Exception) -> str:

@@ -50,10 +50,6 @@ class Child:
     def wait(self) -> int:
         return self.popen.wait()
 
-    @property
-    def killed_by_sigpipe(self) -> bool:
-        return self.popen.returncode == -signal.SIGPIPE
-
 
 class ProcessGroup:
     """Starts children and guarantees that each one is reaped, on success and on failure."""
@@ -116,23 +112,26 @@ def _signal(popen: subprocess.Popen, signum: int) -> None:
         pass
 
 
-def pump(source: int, sink: int, counter: list[int], errors: list[BaseException]) -> threading.Thread:
-    """Move bytes from one pipe to another in the kernel (splice), counting them, in a thread.
+class Pump(threading.Thread):
+    """Moves bytes from one pipe to another in the kernel (splice), counting them.
 
     The bytes never pass through Python's memory, let alone the disk. When the sink's reader
     dies the source is closed, so the writer upstream sees SIGPIPE instead of blocking forever.
     """
 
-    def run() -> None:
-        try:
-            while moved := os.splice(source, sink, 1 << 20):
-                counter[0] += moved
-        except OSError as e:  # BrokenPipeError: the reader died; the caller finds out why
-            errors.append(e)
-        finally:
-            os.close(source)
-            os.close(sink)
+    def __init__(self, source: int, sink: int):
+        super().__init__(name="pump", daemon=True)
+        self._source = source
+        self._sink = sink
+        self.moved = 0
+        self.error: OSError | None = None  # BrokenPipeError: the reader died; it will say why
 
-    thread = threading.Thread(target=run, name="pump", daemon=True)
-    thread.start()
-    return thread
+    def run(self) -> None:
+        try:
+            while moved := os.splice(self._source, self._sink, 1 << 20):
+                self.moved += moved
+        except OSError as e:
+            self.error = e
+        finally:
+            os.close(self._source)
+            os.close(self._sink)
