@@ -108,7 +108,7 @@ def verify(config: Config, target: Target, manifest: Manifest, env: Mapping[str,
         check_object(target, manifest)
         return
     pg_restore, _ = postgres.find_tool("pg_restore", manifest.pg_dump_version)
-    with verified_spool(target, manifest) as spool, private_keyring(config) as keyring:
+    with private_keyring(config) as keyring, verified_spool(target, manifest) as spool:
         with ProcessGroup() as group:
             gpg = decrypt_into(group, keyring, config, source=spool, stdout=-1, env=env)
             lister = group.start("pg_restore", postgres.read_all_argv(pg_restore), env=env, stdin=gpg.popen.stdout)
@@ -130,7 +130,7 @@ def download(config: Config, target: Target, manifest: Manifest, output: Path, e
             with open(temp, "xb") as sink:
                 check_object(target, manifest, sink)
         else:
-            with verified_spool(target, manifest) as spool, private_keyring(config) as keyring:
+            with private_keyring(config) as keyring, verified_spool(target, manifest) as spool:
                 with ProcessGroup() as group, open(temp, "xb") as sink:
                     gpg = decrypt_into(group, keyring, config, source=spool, stdout=sink, env=env)
                     if gpg.wait() != 0:
@@ -152,7 +152,7 @@ def restore(
     server = postgres.inspect(params, variable="--to")
     pg_restore, _ = postgres.find_tool("pg_restore", max(manifest.pg_dump_version, server.major))
     tool_env = postgres.libpq_env(params, dict(env))
-    with verified_spool(target, manifest) as spool, private_keyring(config) as keyring:
+    with private_keyring(config) as keyring, verified_spool(target, manifest) as spool:
         log.info("restoring", id=manifest.id, database=params["dbname"], jobs=jobs)
         with ProcessGroup() as group:
             if jobs > 1:

@@ -92,3 +92,45 @@ def test_every_recipient_can_decrypt(file_target_env, database_env, gpg_key, esc
     for key in (gpg_key, escrow_key):
         secrets = {"REMORA_GPG_PRIVATE_KEY": key.private, "REMORA_GPG_PASSPHRASE": key.passphrase or ""}
         ok(remora("verify", "latest", "--decrypt", env={**env, **secrets}))
+
+
+def test_parallel_restore(file_target_env, pg_cluster, database_env, gpg_env, database):
+    env = {**file_target_env, **database_env, **gpg_env}
+    ok(remora("backup", env=env))
+    copy = pg_cluster.create_database(sample=False)
+    ok(remora("restore", "latest", "--to", "TO_URL", "--jobs", "2", env={**env, "TO_URL": pg_cluster.url(copy)}))
+    assert dump_sql(pg_cluster.url(copy)) == dump_sql(pg_cluster.url(database))
+
+
+def test_restore_over_an_existing_database_needs_clean_and_is_all_or_nothing(
+    file_target_env, pg_cluster, gpg_env, database
+):
+    with pg_cluster.connect(database) as conn:
+        conn.execute("drop table sales.orders cascade")  # see the partitioned case below
+    env = {**file_target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(database)}
+    ok(remora("backup", env=env))
+    copy = pg_cluster.create_database(sample=False)
+    to = {**env, "TO_URL": pg_cluster.url(copy)}
+    ok(remora("restore", "latest", "--to", "TO_URL", env=to))
+    with pg_cluster.connect(copy) as conn:
+        conn.execute("delete from sales.customer where id > 10")
+
+    again = remora("restore", "latest", "--to", "TO_URL", env=to)
+    assert again.returncode == 4 and "already exists" in again.stderr and "rolled back" in again.stderr
+    with pg_cluster.connect(copy) as conn:  # the failed restore changed nothing
+        assert conn.execute("select count(*) from sales.customer").fetchone() == (10,)
+    ok(remora("restore", "latest", "--to", "TO_URL", "--clean", env=to))
+    assert dump_sql(pg_cluster.url(copy)) == dump_sql(pg_cluster.url(database))
+
+
+def test_clean_over_partitioned_tables_fails_whole_and_changes_nothing(file_target_env, pg_cluster, database_env, gpg_env):
+    """pg_restore --clean cannot drop a partition's inherited constraint (PostgreSQL 15)."""
+    env = {**file_target_env, **database_env, **gpg_env}
+    ok(remora("backup", env=env))
+    copy = pg_cluster.create_database(sample=False)
+    to = {**env, "TO_URL": pg_cluster.url(copy)}
+    ok(remora("restore", "latest", "--to", "TO_URL", env=to))
+    before = dump_sql(pg_cluster.url(copy))
+    clean = remora("restore", "latest", "--to", "TO_URL", "--clean", env=to)
+    assert clean.returncode == 4 and "inherited constraint" in clean.stderr
+    assert dump_sql(pg_cluster.url(copy)) == before
