@@ -37,7 +37,7 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
     params = postgres.connection_params(config.database_url, variable=config.database_url_env)
     server = postgres.inspect(params, variable=config.database_url_env)
     pg_dump, dump_major = postgres.find_tool("pg_dump", server.major)
-    label = config.label or _label_for(server.dbname)
+    label = config.storage_label
     with crypto.Keyring() as keyring, open_target(config) as target:
         recipients = keyring.import_public(config.gpg_public_keys)
         started = datetime.datetime.now(datetime.timezone.utc)
@@ -144,11 +144,6 @@ def _peak_rss_mib() -> float:
             if line.startswith("VmHWM:"):
                 return round(int(line.split()[1]) / 1024, 1)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _label_for(dbname: str) -> str:
-    """A storage-safe label from a database name."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", dbname)[:63] or "database"
 
 
 def _iso(moment: datetime.datetime) -> str:

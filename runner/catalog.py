@@ -26,11 +26,15 @@ def new_id(now: datetime.datetime) -> str:
     return now.astimezone(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
 
-def _folder(label: str, backup_id: str) -> str:
+def _check_id(backup_id: str) -> re.Match:
     match = _ID.fullmatch(backup_id)
     if match is None:
         raise UsageError(f"{backup_id!r} is not a backup id (like 20261127T214800Z-3f9a2c) or 'latest'")
-    year, month, day = match.groups()
+    return match
+
+
+def _folder(label: str, backup_id: str) -> str:
+    year, month, day = _check_id(backup_id).groups()
     return f"{label}/{year}/{month}/{day}/{backup_id}"
 
 
@@ -64,18 +68,24 @@ def backups(target: Target, label: str | None) -> list[Manifest]:
 
 
 def resolve(target: Target, label: str | None, ref: str) -> Manifest:
-    """The manifest of backup ``ref`` (an id, or 'latest')."""
-    if ref == "latest":
-        keys = manifest_keys(target, label)
-        if not keys:
-            raise UsageError(f"no complete backup{f' of {label}' if label else ''} in the target")
-        return read_manifest(target, keys[max(keys)])
-    if label is None:
-        matches = [key for backup_id, key in manifest_keys(target, None).items() if backup_id == ref]
-        if not matches:
-            raise UsageError(f"no complete backup {ref} in the target", hint="see remora-backup list")
-        return read_manifest(target, matches[0])
-    try:
-        return read_manifest(target, manifest_key(label, ref))
-    except ObjectNotFound as e:
-        raise UsageError(f"no complete backup {ref} of {label}", hint="see remora-backup list") from e
+    """The manifest of backup ``ref`` (an id, or 'latest') of ``label`` (None: of any label)."""
+    if ref != "latest":
+        _check_id(ref)
+        key = manifest_key(label, ref) if label else manifest_keys(target, None).get(ref)
+        missing = UsageError(f"no complete backup {ref} in the target", hint="see remora-backup list")
+        if key is None:
+            raise missing
+        try:
+            return read_manifest(target, key)
+        except ObjectNotFound as e:
+            raise missing from e
+    keys = manifest_keys(target, label)
+    if not keys:
+        raise UsageError(f"no complete backup{f' of {label}' if label else ''} in the target")
+    labels = sorted({key.split("/", 1)[0] for key in keys.values()})
+    if len(labels) > 1:
+        raise UsageError(
+            f"the target holds backups of several databases ({', '.join(labels)}): which one is latest?",
+            hint="set REMORA_LABEL or pass --label",
+        )
+    return read_manifest(target, keys[max(keys)])

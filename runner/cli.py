@@ -85,7 +85,7 @@ def _backup(args, config: Config, env) -> int:
 
 def _list(args, config: Config, env) -> int:
     with open_target(config) as target:
-        found = catalog.backups(target, config.label)
+        found = catalog.backups(target, config.storage_label)
     if args.json:
         print(json.dumps([json.loads(m.to_bytes()) for m in found], indent=2))
         return 0
@@ -96,7 +96,7 @@ def _list(args, config: Config, env) -> int:
 
 def _verify(args, config: Config, env) -> int:
     with open_target(config) as target:
-        manifest = catalog.resolve(target, config.label, args.ref)
+        manifest = catalog.resolve(target, config.storage_label, args.ref)
         restore.verify(config, target, manifest, env, decrypt=args.decrypt)
     logger.info("backup verified", id=manifest.id, sha256=manifest.sha256, decrypted=args.decrypt)
     return 0
@@ -105,14 +105,14 @@ def _verify(args, config: Config, env) -> int:
 def _restore(args, config: Config, env) -> int:
     to_url = _database_url(args.to, env)
     with open_target(config) as target:
-        manifest = catalog.resolve(target, config.label, args.ref)
+        manifest = catalog.resolve(target, config.storage_label, args.ref)
         restore.restore(config, target, manifest, to_url, env, clean=args.clean, jobs=args.jobs)
     return 0
 
 
 def _download(args, config: Config, env) -> int:
     with open_target(config) as target:
-        manifest = catalog.resolve(target, config.label, args.ref)
+        manifest = catalog.resolve(target, config.storage_label, args.ref)
         restore.download(config, target, manifest, args.output, env, decrypt=args.decrypt)
     logger.info("backup downloaded", id=manifest.id, output=str(args.output), decrypted=args.decrypt)
     return 0

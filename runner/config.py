@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from runner.errors import UsageError
 
@@ -112,6 +112,14 @@ class Config:
         if problems:
             raise UsageError("; ".join(problems), hint="fix the configuration and run again")
         return config
+
+    @property
+    def storage_label(self) -> str | None:
+        """REMORA_LABEL, else the database's name from its URL made safe for paths, else None."""
+        if self.label is not None or self.database_url is None:
+            return self.label
+        dbname = unquote(urlsplit(self.database_url.reveal()).path.lstrip("/"))
+        return re.sub(r"[^A-Za-z0-9._-]", "_", dbname)[:63] or None
 
     def require(self, *fields: str) -> None:
         """Raise one UsageError naming every variable that a command needs and is not set."""

@@ -134,3 +134,23 @@ def test_clean_over_partitioned_tables_fails_whole_and_changes_nothing(file_targ
     clean = remora("restore", "latest", "--to", "TO_URL", "--clean", env=to)
     assert clean.returncode == 4 and "inherited constraint" in clean.stderr
     assert dump_sql(pg_cluster.url(copy)) == before
+
+
+def test_backups_of_several_databases_in_one_target(file_target_env, pg_cluster, gpg_env, database):
+    other = pg_cluster.create_database()
+    first = {**file_target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(database)}
+    second = {**first, "REMORA_DATABASE_URL": pg_cluster.url(other)}
+    first_id = ok(remora("backup", env=first)).stdout.strip()
+    second_id = ok(remora("backup", env=second)).stdout.strip()
+
+    # with a database URL, commands see that database's backups (its name is the default label)
+    assert [m["id"] for m in json.loads(ok(remora("list", "--json", env=first)).stdout)] == [first_id]
+    assert json.loads(ok(remora("list", "--json", env=second)).stdout)[0]["label"] == other
+    # without one, list shows all, and 'latest' must be told which database
+    anywhere = {**file_target_env, **gpg_env}
+    assert len(json.loads(ok(remora("list", "--json", env=anywhere)).stdout)) == 2
+    ambiguous = remora("verify", "latest", env=anywhere)
+    assert ambiguous.returncode == 2 and "several databases" in ambiguous.stderr
+    ok(remora("verify", "latest", "--label", other, env=anywhere))
+    ok(remora("verify", second_id, env=anywhere))
+    assert remora("verify", "not-an-id", env=anywhere).returncode == 2
