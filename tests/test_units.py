@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import io
+import re
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import catalog, crypto, postgres
+from runner import catalog, crypto, log, postgres, transfer
 from runner.config import Config, Secret
 from runner.errors import IntegrityError, UsageError
 from runner.log import Redactor
@@ -156,3 +158,22 @@ def test_process_group_keeps_only_the_tail_of_stderr():
         assert child.wait() == 0
     text = child.stderr_text()
     assert text.endswith("99999") and len(text) <= 1001
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream, expected", [
+    (io.StringIO(), re.compile(r"^level=info event=uploading bytes=3145728 mib_s=[\d.]+ elapsed_s=[\d.]+ timestamp=\S+$")),
+    (_Terminal(), re.compile(r"^\S+Z \[info\s*\] uploading\s+bytes=3145728 elapsed_s=[\d.]+ mib_s=[\d.]+$")),
+], ids=["dyno", "terminal"])
+def test_progress_is_logfmt_on_a_dyno_and_human_on_a_terminal(monkeypatch, stream, expected):
+    monkeypatch.setattr(transfer, "PROGRESS_EVERY", 0.0)
+    log.configure(stream=stream)
+    try:
+        transfer.Progress("uploading").update(3 * 2**20)
+    finally:
+        log.configure()
+    assert expected.match(stream.getvalue().strip()), stream.getvalue()
