@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import datetime
 import os
-import re
 import resource
 import subprocess
 from collections.abc import Mapping
