@@ -37,7 +37,7 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
     server = postgres.inspect(params, variable=config.database_url_env)
     pg_dump, dump_major = postgres.find_tool("pg_dump", server.major)
     label = config.storage_label
-    with crypto.Keyring() as keyring, open_target(config) as target:
+    with crypto.Keyring(env) as keyring, open_target(config) as target:
         recipients = keyring.import_public(config.gpg_public_keys)
         started = datetime.datetime.now(datetime.timezone.utc)
         backup_id = catalog.new_id(started)
@@ -47,8 +47,9 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
             target,
             catalog.archive_key(label, backup_id),
             dump_argv=postgres.dump_argv(pg_dump, compression=compression),
+            dump_env=postgres.libpq_env(params, env),
             encrypt_argv=crypto.encrypt_argv(keyring.home, [r.fingerprint for r in recipients]),
-            env=postgres.libpq_env(params, dict(env)),
+            encrypt_env=env,
         )
         manifest = Manifest(
             id=backup_id,
@@ -96,16 +97,16 @@ class _Stored:
     sha256: str
 
 
-def _store(target: Target, key: str, *, dump_argv: list[str], encrypt_argv: list[str], env) -> _Stored:
+def _store(target: Target, key: str, *, dump_argv, dump_env, encrypt_argv, encrypt_env) -> _Stored:
     """Stream pg_dump through gpg into ``key``; complete it only if every stage succeeded."""
     upload = target.begin(key)
     try:
         with ProcessGroup() as group:
             dump_out, pump_in = os.pipe()
             pump_out, gpg_in = os.pipe()
-            dump = group.start("pg_dump", dump_argv, env=env, stdout=pump_in)
+            dump = group.start("pg_dump", dump_argv, env=dump_env, stdout=pump_in)
             os.close(pump_in)
-            gpg = group.start("gpg", encrypt_argv, env=env, stdin=pump_out, stdout=subprocess.PIPE)
+            gpg = group.start("gpg", encrypt_argv, env=encrypt_env, stdin=pump_out, stdout=subprocess.PIPE)
             os.close(pump_out)
             pump = Pump(dump_out, gpg_in)
             pump.start()

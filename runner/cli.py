@@ -15,6 +15,7 @@ import structlog
 from runner import backup, catalog, log, restore
 from runner.config import Config, Secret
 from runner.errors import RemoraError, UsageError
+from runner.processes import child_env
 from runner.targets import open_target
 
 logger = structlog.get_logger()
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _backup(args, config: Config, env) -> int:
-    manifest = backup.run(config, env)
+    manifest = backup.run(config, child_env(env))
     print(manifest.id)
     return 0
 
@@ -97,7 +98,7 @@ def _list(args, config: Config, env) -> int:
 def _verify(args, config: Config, env) -> int:
     with open_target(config) as target:
         manifest = catalog.resolve(target, config.storage_label, args.ref)
-        restore.verify(config, target, manifest, env, decrypt=args.decrypt)
+        restore.verify(config, target, manifest, child_env(env), decrypt=args.decrypt)
     logger.info("backup verified", id=manifest.id, sha256=manifest.sha256, decrypted=args.decrypt)
     return 0
 
@@ -106,14 +107,14 @@ def _restore(args, config: Config, env) -> int:
     to_url = _database_url(args.to, env)
     with open_target(config) as target:
         manifest = catalog.resolve(target, config.storage_label, args.ref)
-        restore.restore(config, target, manifest, to_url, env, clean=args.clean, jobs=args.jobs)
+        restore.restore(config, target, manifest, to_url, child_env(env), clean=args.clean, jobs=args.jobs)
     return 0
 
 
 def _download(args, config: Config, env) -> int:
     with open_target(config) as target:
         manifest = catalog.resolve(target, config.storage_label, args.ref)
-        restore.download(config, target, manifest, args.output, env, decrypt=args.decrypt)
+        restore.download(config, target, manifest, args.output, child_env(env), decrypt=args.decrypt)
     logger.info("backup downloaded", id=manifest.id, output=str(args.output), decrypted=args.decrypt)
     return 0
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import gnupg
@@ -53,10 +54,12 @@ def _base_argv(homedir: Path) -> list[str]:
 class Keyring:
     """A temporary GNUPGHOME for one command; a context manager that removes it afterwards."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        """``env``: the environment for gpg, which needs no config var (see processes.child_env)."""
         base = _RAM_DIR if _RAM_DIR.is_dir() and os.access(_RAM_DIR, os.W_OK) else None
         self.home = Path(tempfile.mkdtemp(prefix="remora-gpg-", dir=base))
-        self._gpg = gnupg.GPG(gnupghome=str(self.home))
+        self._env = dict(env)
+        self._gpg = gnupg.GPG(gnupghome=str(self.home), env=self._env)
 
     def import_public(self, armored: str, *, variable: str = "REMORA_GPG_PUBLIC_KEYS") -> list[Recipient]:
         """Import every public key in ``armored``; each one with an encryption key is a recipient."""
@@ -87,6 +90,7 @@ class Keyring:
         """Stop the agent gpg may have started for this keyring, then remove the keyring."""
         subprocess.run(
             ["gpgconf", "--homedir", str(self.home), "--kill", "all"],
+            env=self._env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             check=False,

@@ -10,6 +10,7 @@ import dataclasses
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -67,11 +68,9 @@ def connection_params(url: Secret, *, variable: str) -> dict[str, str]:
     return {key: str(value) for key, value in params.items()}
 
 
-def libpq_env(params: dict[str, str], base: dict[str, str]) -> dict[str, str]:
-    """``base`` with every PG* variable replaced by the ones that describe ``params``."""
-    env = {k: v for k, v in base.items() if not k.startswith("PG")}
-    env.update({_ENV_NAMES[key]: value for key, value in params.items()})
-    return env
+def libpq_env(params: dict[str, str], base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` plus the libpq variables that describe ``params``."""
+    return {**base, **{_ENV_NAMES[key]: value for key, value in params.items()}}
 
 
 def inspect(params: dict[str, str], *, variable: str) -> Server:
@@ -114,7 +113,7 @@ def find_tool(name: str, server_major: int, *, search: list[Path] | None = None)
 
 def tool_major(tool: Path) -> int:
     """The major version a PostgreSQL client tool reports, e.g. 15 for 'pg_dump (PostgreSQL) 15.8'."""
-    out = subprocess.run([str(tool), "--version"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run([str(tool), "--version"], env={}, capture_output=True, text=True, check=False).stdout
     match = re.search(r"\)\s+(\d+)", out)
     return int(match.group(1)) if match else -1
 

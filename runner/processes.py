@@ -16,9 +16,20 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
+# what a child inherits from the runner's environment: paths and locale, never a config var
+_INHERITED = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "TMPDIR")
 STDERR_KEEP = 16 * 1024  # bytes of stderr kept per child
 MESSAGE_KEEP = 1000  # characters of it that reach an error message
 GRACE_SECONDS = 5.0
+
+
+def child_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment a child starts from.
+
+    Config vars hold the database credential, private keys and tokens; a child gets none of
+    them, and what it needs of a secret (pg_dump's PGPASSWORD) is added for it by name.
+    """
+    return {key: value for key, value in env.items() if key in _INHERITED}
 
 
 class Child:

@@ -68,10 +68,10 @@ def verified_spool(target: Target, manifest: Manifest) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def private_keyring(config: Config) -> Iterator[crypto.Keyring]:
+def private_keyring(config: Config, env: Mapping[str, str]) -> Iterator[crypto.Keyring]:
     """A keyring holding the private key from REMORA_GPG_PRIVATE_KEY."""
     config.require("gpg_private_key")
-    with crypto.Keyring() as keyring:
+    with crypto.Keyring(env) as keyring:
         passphrase = config.gpg_passphrase.reveal() if config.gpg_passphrase else None
         keyring.import_private(config.gpg_private_key.reveal(), passphrase=passphrase)
         yield keyring
@@ -108,7 +108,7 @@ def verify(config: Config, target: Target, manifest: Manifest, env: Mapping[str,
         check_object(target, manifest)
         return
     pg_restore, _ = postgres.find_tool("pg_restore", manifest.pg_dump_version)
-    with private_keyring(config) as keyring, verified_spool(target, manifest) as spool:
+    with private_keyring(config, env) as keyring, verified_spool(target, manifest) as spool:
         with ProcessGroup() as group:
             gpg = decrypt_into(group, keyring, config, source=spool, stdout=-1, env=env)
             lister = group.start("pg_restore", postgres.read_all_argv(pg_restore), env=env, stdin=gpg.popen.stdout)
@@ -130,7 +130,7 @@ def download(config: Config, target: Target, manifest: Manifest, output: Path, e
             with open(temp, "xb") as sink:
                 check_object(target, manifest, sink)
         else:
-            with private_keyring(config) as keyring, verified_spool(target, manifest) as spool:
+            with private_keyring(config, env) as keyring, verified_spool(target, manifest) as spool:
                 with ProcessGroup() as group, open(temp, "xb") as sink:
                     gpg = decrypt_into(group, keyring, config, source=spool, stdout=sink, env=env)
                     if gpg.wait() != 0:
@@ -151,8 +151,8 @@ def restore(
     params = postgres.connection_params(to_url, variable="--to")
     server = postgres.inspect(params, variable="--to")
     pg_restore, _ = postgres.find_tool("pg_restore", max(manifest.pg_dump_version, server.major))
-    tool_env = postgres.libpq_env(params, dict(env))
-    with private_keyring(config) as keyring, verified_spool(target, manifest) as spool:
+    tool_env = postgres.libpq_env(params, env)
+    with private_keyring(config, env) as keyring, verified_spool(target, manifest) as spool:
         log.info("restoring", id=manifest.id, database=params["dbname"], jobs=jobs)
         with ProcessGroup() as group:
             if jobs > 1:

@@ -62,9 +62,15 @@ def test_a_dead_gpg_is_blamed_not_pg_dump(big_env):
     assert stored_files(big_env) == []
 
 
-def test_no_process_outlives_a_failed_backup(big_env):
-    marker = "REMORA_TEST_MARKER_" + secrets.token_hex(4)
-    env = {**big_env, marker: "1"}
+def marked(env: dict[str, str], tmp_path: Path) -> tuple[dict[str, str], str]:
+    """``env`` with a TMPDIR of its own: every child inherits it, so it marks them all."""
+    folder = tmp_path / ("marker-" + secrets.token_hex(4))
+    folder.mkdir()
+    return {**env, "TMPDIR": str(folder)}, f"TMPDIR={folder}"
+
+
+def test_no_process_outlives_a_failed_backup(big_env, tmp_path):
+    env, marker = marked(big_env, tmp_path)
     runner = start_backup(env)
     kill_encrypting_gpg(runner)
     runner.communicate(timeout=120)
@@ -72,11 +78,15 @@ def test_no_process_outlives_a_failed_backup(big_env):
     assert with_marker(marker) == []
 
 
-def test_no_process_outlives_a_successful_verify_decrypt(pg_cluster, database_env, gpg_env, file_target_env):
-    marker = "REMORA_TEST_MARKER_" + secrets.token_hex(4)
-    env = {**database_env, **gpg_env, **file_target_env, marker: "1"}
+def test_no_process_outlives_a_successful_verify_decrypt(database_env, gpg_env, file_target_env, tmp_path):
+    env, marker = marked({**database_env, **gpg_env, **file_target_env}, tmp_path)
     ok(remora("backup", env=env))
-    ok(remora("verify", "latest", "--decrypt", env=env))  # starts a gpg-agent for the private key
+    runner = subprocess.Popen([sys.executable, "-m", "runner.cli", "verify", "latest", "--decrypt"],
+                              env={**base_env(), **env}, cwd=REPO)
+    seen = set()
+    while runner.poll() is None:  # the marker must reach the children, or this test proves nothing
+        seen.update(with_marker(marker))
+    assert runner.returncode == 0 and len(seen) >= 2  # at least gpg and its agent
     assert with_marker(marker) == []
 
 
@@ -164,3 +174,20 @@ def test_a_wrong_pinned_sftp_host_key_exits_6_and_writes_nothing(database_env, g
     assert "not the pinned one" in line and "ssh-keyscan" in line
     folder = Path(urlsplit(sftp_target_env["REMORA_TARGET_URL"]).path)
     assert [p for p in folder.rglob("*")] == []
+
+
+def test_children_inherit_no_config_var(big_env):
+    env = {**big_env, "AWS_SECRET_ACCESS_KEY": "planted-aws-" + secrets.token_hex(8)}
+    runner = start_backup(env)
+    environs = {}
+    while runner.poll() is None and len(environs) < 2:
+        for pid, argv in children_of(runner.pid):
+            stage = "gpg" if "--encrypt" in argv else "pg_dump" if "--format=custom" in argv else None
+            if stage:  # not the short-lived gpg --import or pg_dump --version
+                environs.setdefault(stage, Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+    runner.communicate(timeout=120)
+    assert runner.returncode == 0 and set(environs) == {"pg_dump", "gpg"}
+    for name, variables in environs.items():
+        assert not [v for v in variables if v.startswith((b"REMORA_", b"AWS_"))], name
+    assert f"PGPASSWORD={big_env['REMORA_DATABASE_URL'].split(':')[2].split('@')[0]}".encode() in environs["pg_dump"]
+    assert not [v for v in environs["gpg"] if v.startswith(b"PG")]

@@ -17,7 +17,7 @@ from runner.config import Config, Secret
 from runner.errors import IntegrityError, UsageError
 from runner.log import Redactor
 from runner.manifest import Manifest
-from runner.processes import ProcessGroup
+from runner.processes import ProcessGroup, child_env
 
 HOME = Path("/tmp/home")
 
@@ -49,9 +49,10 @@ def test_restore_argv_single_transaction_or_parallel_from_a_file():
     assert "--jobs=4" in many and many[-1] == "/a" and "--single-transaction" not in many
 
 
-def test_libpq_env_carries_the_password_and_drops_stray_pg_variables():
+def test_children_get_the_libpq_variables_and_no_config_var():
     params = postgres.connection_params(Secret("postgres://u:p%40ss@h:5433/db?sslmode=require"), variable="X")
-    env = postgres.libpq_env(params, {"PATH": "/bin", "PGSERVICE": "other"})
+    runner_env = {"PATH": "/bin", "PGSERVICE": "other", "REMORA_GPG_PRIVATE_KEY": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    env = postgres.libpq_env(params, child_env(runner_env))
     assert env == {"PATH": "/bin", "PGHOST": "h", "PGPORT": "5433", "PGUSER": "u", "PGPASSWORD": "p@ss",
                    "PGDATABASE": "db", "PGSSLMODE": "require"}
 
