@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +16,7 @@ import pytest
 
 from runner.config import Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
-from runner.targets import open_target
+from runner.targets import open_target, sftp
 from tests.servers.sshd import SSHServer, keygen, running_sshd, sftp_env
 from tests.servers.util import free_port, require_tool
 
@@ -341,3 +342,16 @@ def test_dropped_connection_is_reopened_for_the_next_part(tmp_path):
         job.complete()
         assert read_all(target, "db/one.dump.gpg") == data
         assert files_under(server.root) == ["db/one.dump.gpg"]
+
+
+def test_reading_asks_a_few_windows_ahead_however_large_the_object(sftp_target_env):
+    data = os.urandom(64 * MIB)
+    (folder(sftp_target_env) / "big").write_bytes(data)
+    with connect(sftp_target_env) as target, target.open("big") as stream:
+        first = stream.read(MIB)
+        time.sleep(0.5)  # a slow reader
+        handle = stream._handle  # paramiko's own bookkeeping: requests sent, replies held
+        ahead = sum(length for _, length in handle._prefetch_extents.values())
+        ahead += sum(map(len, handle._prefetch_data.values()))
+        assert ahead <= (sftp._WINDOWS_AHEAD + 1) * sftp._READ_AHEAD
+        assert first + stream.read() == data
