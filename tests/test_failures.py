@@ -69,12 +69,21 @@ def marked(env: dict[str, str], tmp_path: Path) -> tuple[dict[str, str], str]:
     return {**env, "TMPDIR": str(folder)}, f"TMPDIR={folder}"
 
 
+def watch_marked(runner: subprocess.Popen, marker: str) -> set[int]:
+    """Every marked process seen while ``runner`` runs: the marker must reach the children,
+    or the check that none is left afterwards would prove nothing."""
+    seen: set[int] = set()
+    while runner.poll() is None:
+        seen.update(with_marker(marker))
+    return seen - {runner.pid}
+
+
 def test_no_process_outlives_a_failed_backup(big_env, tmp_path):
     env, marker = marked(big_env, tmp_path)
     runner = start_backup(env)
-    kill_encrypting_gpg(runner)
-    runner.communicate(timeout=120)
-    assert runner.returncode == 5
+    threading.Thread(target=kill_encrypting_gpg, args=(runner,)).start()
+    seen = watch_marked(runner, marker)
+    assert runner.returncode == 5 and len(seen) >= 2  # at least pg_dump and gpg
     assert with_marker(marker) == []
 
 
@@ -83,21 +92,21 @@ def test_no_process_outlives_a_successful_verify_decrypt(database_env, gpg_env, 
     ok(remora("backup", env=env))
     runner = subprocess.Popen([sys.executable, "-m", "runner.cli", "verify", "latest", "--decrypt"],
                               env={**base_env(), **env}, cwd=REPO)
-    seen = set()
-    while runner.poll() is None:  # the marker must reach the children, or this test proves nothing
-        seen.update(with_marker(marker))
-    assert runner.returncode == 0 and len(seen) >= 2  # at least gpg and its agent
+    seen = watch_marked(runner, marker)
+    assert runner.returncode == 0 and len(seen) >= 3  # at least gpg, its agent and pg_restore
     assert with_marker(marker) == []
 
 
 def test_no_password_in_any_argv_or_output(pg_cluster, big_database, gpg_env, file_target_env):
     env = {"REMORA_DATABASE_URL": pg_cluster.url(big_database), **gpg_env, **file_target_env}
     password = pg_cluster.password.encode()
-    seen, done = [], threading.Event()
+    seen, dumps, done = [], [], threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            seen.extend(c for c in all_cmdlines() if password in c)
+            cmdlines = all_cmdlines()
+            seen.extend(c for c in cmdlines if password in c)
+            dumps.extend(c for c in cmdlines if b"--format=custom" in c)  # proof that it looks in time
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -108,7 +117,7 @@ def test_no_password_in_any_argv_or_output(pg_cluster, big_database, gpg_env, fi
     finally:
         done.set()
         watcher.join()
-    assert seen == []
+    assert seen == [] and dumps
     for result in (backup, restore):
         assert result.returncode == 0, result.stderr
         assert pg_cluster.password not in result.stdout + result.stderr
