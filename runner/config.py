@@ -119,7 +119,8 @@ class Config:
         if self.label is not None or self.database_url is None:
             return self.label
         dbname = unquote(urlsplit(self.database_url.reveal()).path.lstrip("/"))
-        return re.sub(r"[^A-Za-z0-9._-]", "_", dbname)[:63] or None
+        label = re.sub(r"[^A-Za-z0-9._-]", "_", dbname).lstrip("._-")[:63]
+        return label or "database"
 
     def require(self, *fields: str) -> None:
         """Raise one UsageError naming every variable that a command needs and is not set."""

@@ -105,6 +105,12 @@ def test_config_rejects_malformed_target_urls(url, problem):
         Config.from_env({"REMORA_TARGET_URL": url})
 
 
+@pytest.mark.parametrize("dbname, label", [("d8f2k1", "d8f2k1"), ("my%20db", "my_db"), ("..", "database"), ("._x", "x")])
+def test_the_default_label_is_the_database_name_made_safe_for_paths(dbname, label):
+    assert Config.from_env({"REMORA_DATABASE_URL": f"postgres://u:p@h/{dbname}"}).storage_label == label
+    assert Config.from_env({"REMORA_DATABASE_URL": "postgres://u:p@h/x", "REMORA_LABEL": "mine"}).storage_label == "mine"
+
+
 def test_require_names_the_missing_variables():
     with pytest.raises(UsageError, match="MY_DB, REMORA_GPG_PUBLIC_KEYS not set"):
         Config.from_env({}, database_url_env="MY_DB").require("database_url", "gpg_public_keys")
