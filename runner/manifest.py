@@ -30,7 +30,7 @@ class Manifest:
     started_at: str  # ISO 8601, UTC
     finished_at: str
     runner_version: str
-    credential: str = "read-only"
+    credential: str = "unchecked"  # "read-only" or "read-write" once the credential is inspected
     format: int = FORMAT
 
     def to_bytes(self) -> bytes:
