@@ -12,8 +12,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
 def base_env() -> dict[str, str]:
-    """A clean environment: PATH and HOME only, so nothing leaks in from the developer's shell."""
-    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+    """A clean environment: PATH, HOME and locale only, so nothing leaks in from the developer's shell."""
+    return {"PATH": os.environ["PATH"], "HOME": str(Path.home()), "LANG": "C.UTF-8"}
 
 
 def remora(*args: str, env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
