@@ -48,7 +48,7 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
             catalog.archive_key(label, backup_id),
             dump_argv=postgres.dump_argv(pg_dump, compression=compression),
             dump_env=postgres.libpq_env(params, env),
-            encrypt_argv=crypto.encrypt_argv(keyring.home, [r.fingerprint for r in recipients]),
+            encrypt_argv=crypto.encrypt_argv(keyring.home, recipients),
             encrypt_env=env,
         )
         manifest = Manifest(
@@ -59,7 +59,7 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
             pg_dump_version=dump_major,
             archive_format="custom",
             compression=compression,
-            recipients=[r.fingerprint for r in recipients],
+            recipients=recipients,
             dump_bytes=stored.dump_bytes,
             encrypted_bytes=stored.encrypted_bytes,
             sha256=stored.sha256,

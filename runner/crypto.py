@@ -7,7 +7,6 @@ the data stream goes through the ``gpg`` binary directly, because python-gnupg b
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -20,12 +19,6 @@ import gnupg
 from runner.errors import CryptoError, UsageError
 
 _RAM_DIR = Path("/dev/shm")
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipient:
-    fingerprint: str
-    user_id: str
 
 
 def encrypt_argv(homedir: Path, recipients: list[str]) -> list[str]:
@@ -61,8 +54,8 @@ class Keyring:
         self._env = dict(env)
         self._gpg = gnupg.GPG(gnupghome=str(self.home), env=self._env)
 
-    def import_public(self, armored: str, *, variable: str = "REMORA_GPG_PUBLIC_KEYS") -> list[Recipient]:
-        """Import every public key in ``armored``; each one with an encryption key is a recipient."""
+    def import_public(self, armored: str, *, variable: str = "REMORA_GPG_PUBLIC_KEYS") -> list[str]:
+        """Import every public key in ``armored``; return their fingerprints: the recipients."""
         result = self._gpg.import_keys(armored)
         if not result.fingerprints:
             raise UsageError(f"{variable} holds no OpenPGP public key", hint="paste ASCII-armored keys")
@@ -74,7 +67,7 @@ class Keyring:
                     f"{variable}: key {user_id} {key['fingerprint']} has no usable encryption key",
                     hint="export a key with an encryption subkey",
                 )
-            recipients.append(Recipient(fingerprint=key["fingerprint"], user_id=user_id))
+            recipients.append(key["fingerprint"])
         return recipients
 
     def import_private(self, armored: str, *, passphrase: str | None) -> None:

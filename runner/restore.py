@@ -22,7 +22,7 @@ from runner import catalog, crypto, postgres
 from runner.config import Config
 from runner.errors import DumpError, IntegrityError, ObjectNotFound, UsageError
 from runner.manifest import Manifest
-from runner.processes import ProcessGroup
+from runner.processes import Child, ProcessGroup
 from runner.targets import Target
 from runner.transfer import Progress
 
@@ -113,9 +113,8 @@ def verify(config: Config, target: Target, manifest: Manifest, env: Mapping[str,
             gpg = decrypt_into(group, keyring, config, source=spool, stdout=-1, env=env)
             lister = group.start("pg_restore", postgres.read_all_argv(pg_restore), env=env, stdin=gpg.popen.stdout)
             gpg.popen.stdout.close()
-            gpg_status, list_status = gpg.wait(), lister.wait()
-            if gpg_status != 0:
-                raise crypto.crypto_failure("decrypt the backup", gpg.stderr_text())
+            list_status = lister.wait()
+            _check_decrypt(gpg)
             if list_status != 0:
                 raise IntegrityError(
                     f"backup {manifest.id} decrypts but is not a readable archive: {lister.stderr_text()}"
@@ -132,9 +131,7 @@ def download(config: Config, target: Target, manifest: Manifest, output: Path, e
         else:
             with private_keyring(config, env) as keyring, verified_spool(target, manifest) as spool:
                 with ProcessGroup() as group, open(temp, "xb") as sink:
-                    gpg = decrypt_into(group, keyring, config, source=spool, stdout=sink, env=env)
-                    if gpg.wait() != 0:
-                        raise crypto.crypto_failure("decrypt the backup", gpg.stderr_text())
+                    _check_decrypt(decrypt_into(group, keyring, config, source=spool, stdout=sink, env=env))
         os.replace(temp, output)
     except FileExistsError as e:
         raise UsageError(f"{temp} exists: another download may be running", hint="remove it") from e
@@ -178,6 +175,7 @@ def restore(
     log.info("restore complete", id=manifest.id, database=params["dbname"])
 
 
-def _check_decrypt(gpg) -> None:
+def _check_decrypt(gpg: Child) -> None:
+    """Wait for a decrypting gpg; a failure is reported in gpg's own words."""
     if gpg.wait() != 0:
         raise crypto.crypto_failure("decrypt the backup", gpg.stderr_text())
