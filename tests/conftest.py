@@ -10,6 +10,12 @@ pytest_plugins = [
 import pytest
 
 
+@pytest.fixture(params=["file_target_env", "s3_target_env", "sftp_target_env"], ids=["file", "s3", "sftp"])
+def target_env(request) -> dict[str, str]:
+    """Each target in turn: a fresh folder, S3 bucket or SFTP folder."""
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture
 def file_target_env(tmp_path) -> dict[str, str]:
     """A fresh folder target."""

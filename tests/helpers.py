@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -29,6 +30,19 @@ def remora(*args: str, env: dict[str, str], timeout: float = 300, **kwargs) -> s
     )
 
 
+def start_remora(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    """Start ``remora-backup ARGS`` in a child process and return at once, output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner.cli", *args],
+        env={**base_env(), **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def target_folder(env: dict[str, str]) -> Path:
+    """Where a file:// target, or an sftp:// one on the test sshd, keeps its objects on this machine."""
+    return Path(urlsplit(env["REMORA_TARGET_URL"]).path)
+
+
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
     return result
@@ -49,8 +63,6 @@ def dump_sql(url: str) -> str:
 
 
 def libpq_env(url: str) -> dict[str, str]:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return {"PGHOST": parts.hostname, "PGPORT": str(parts.port), "PGUSER": parts.username,
             "PGPASSWORD": parts.password}

@@ -7,32 +7,20 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import REPO, base_env, ok, remora
+from tests.helpers import ok, remora, start_remora, target_folder
 from tests.procs import all_cmdlines, children_of, with_marker
 from tests.servers.sshd import keygen
 
 
-def folder_of(env: dict[str, str]) -> Path:
-    return Path(env["REMORA_TARGET_URL"].removeprefix("file://"))
-
-
 def stored_files(env: dict[str, str]) -> list[str]:
-    return sorted(str(p.relative_to(folder_of(env))) for p in folder_of(env).rglob("*") if p.is_file())
-
-
-def start_backup(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner.cli", "backup"],
-        env={**base_env(), **env}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    folder = target_folder(env)
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
 def kill_encrypting_gpg(runner: subprocess.Popen, timeout: float = 30) -> None:
@@ -54,7 +42,7 @@ def big_env(pg_cluster, big_database, gpg_env, file_target_env):
 
 
 def test_a_dead_gpg_is_blamed_not_pg_dump(big_env):
-    runner = start_backup(big_env)
+    runner = start_remora("backup", env=big_env)
     kill_encrypting_gpg(runner)
     _out, err = runner.communicate(timeout=120)
     assert runner.returncode == 5, err
@@ -80,7 +68,7 @@ def watch_marked(runner: subprocess.Popen, marker: str) -> set[int]:
 
 def test_no_process_outlives_a_failed_backup(big_env, tmp_path):
     env, marker = marked(big_env, tmp_path)
-    runner = start_backup(env)
+    runner = start_remora("backup", env=env)
     threading.Thread(target=kill_encrypting_gpg, args=(runner,)).start()
     seen = watch_marked(runner, marker)
     assert runner.returncode == 5 and len(seen) >= 2  # at least pg_dump and gpg
@@ -90,9 +78,9 @@ def test_no_process_outlives_a_failed_backup(big_env, tmp_path):
 def test_no_process_outlives_a_successful_verify_decrypt(database_env, gpg_env, file_target_env, tmp_path):
     env, marker = marked({**database_env, **gpg_env, **file_target_env}, tmp_path)
     ok(remora("backup", env=env))
-    runner = subprocess.Popen([sys.executable, "-m", "runner.cli", "verify", "latest", "--decrypt"],
-                              env={**base_env(), **env}, cwd=REPO)
+    runner = start_remora("verify", "latest", "--decrypt", env=env)
     seen = watch_marked(runner, marker)
+    runner.communicate()
     assert runner.returncode == 0 and len(seen) >= 3  # at least gpg, its agent and pg_restore
     assert with_marker(marker) == []
 
@@ -121,7 +109,7 @@ def test_no_password_in_any_argv_or_output(pg_cluster, big_database, gpg_env, fi
     for result in (backup, restore):
         assert result.returncode == 0, result.stderr
         assert pg_cluster.password not in result.stdout + result.stderr
-    manifest = next(folder_of(env).rglob("*.manifest.json")).read_text()
+    manifest = next(target_folder(env).rglob("*.manifest.json")).read_text()
     assert pg_cluster.password not in manifest
 
 
@@ -137,7 +125,7 @@ def test_no_password_in_a_connection_error(pg_cluster, gpg_env, file_target_env)
 def test_a_tampered_object_fails_verify_and_restore_with_7(pg_cluster, database_env, gpg_env, file_target_env):
     env = {**database_env, **gpg_env, **file_target_env}
     backup_id = ok(remora("backup", env=env)).stdout.strip()
-    [archive] = folder_of(env).rglob("*.dump.gpg")
+    [archive] = target_folder(env).rglob("*.dump.gpg")
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0x01
     archive.write_bytes(bytes(data))
@@ -154,7 +142,7 @@ def test_a_tampered_object_fails_verify_and_restore_with_7(pg_cluster, database_
 def test_an_archive_without_manifest_is_not_a_backup(database_env, gpg_env, file_target_env):
     env = {**database_env, **gpg_env, **file_target_env}
     backup_id = ok(remora("backup", env=env)).stdout.strip()
-    next(folder_of(env).rglob("*.manifest.json")).unlink()
+    next(target_folder(env).rglob("*.manifest.json")).unlink()
     assert json.loads(ok(remora("list", "--json", env=env)).stdout) == []
     assert remora("verify", backup_id, env=env).returncode == 2
     assert remora("verify", "latest", env=env).returncode == 2
@@ -181,13 +169,12 @@ def test_a_wrong_pinned_sftp_host_key_exits_6_and_writes_nothing(database_env, g
     assert result.returncode == 6
     [line] = [line for line in result.stderr.splitlines() if "level=error" in line]
     assert "not the pinned one" in line and "ssh-keyscan" in line
-    folder = Path(urlsplit(sftp_target_env["REMORA_TARGET_URL"]).path)
-    assert [p for p in folder.rglob("*")] == []
+    assert list(target_folder(sftp_target_env).rglob("*")) == []
 
 
 def test_children_inherit_no_config_var(big_env):
     env = {**big_env, "AWS_SECRET_ACCESS_KEY": "planted-aws-" + secrets.token_hex(8)}
-    runner = start_backup(env)
+    runner = start_remora("backup", env=env)
     environs = {}
     while runner.poll() is None and len(environs) < 2:
         for pid, argv in children_of(runner.pid):

@@ -8,17 +8,8 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 
-from tests.helpers import PG_BIN, base_env, dump_sql, libpq_env, ok, remora
-
-TARGETS = ["file_target_env", "s3_target_env", "sftp_target_env"]
-
-
-@pytest.fixture(params=TARGETS, ids=["file", "s3", "sftp"])
-def target_env(request) -> dict[str, str]:
-    return request.getfixturevalue(request.param)
-
+from tests.helpers import PG_BIN, base_env, dump_sql, libpq_env, ok, remora, target_folder
 
 def test_backup_restores_identically_through_the_runner(target_env, pg_cluster, database_env, gpg_env, database):
     env = {**target_env, **database_env, **gpg_env}
@@ -43,7 +34,7 @@ def stored_archive(request, env: dict[str, str], backup_id: str, into: Path) -> 
         [key] = [o["Key"] for o in client.list_objects_v2(Bucket=url.netloc)["Contents"] if o["Key"].endswith(name)]
         client.download_file(url.netloc, key, str(into / name))
         return into / name
-    [path] = Path(url.path).rglob(name)  # file://, and the test sshd writes to this machine's disk
+    [path] = target_folder(env).rglob(name)
     return path
 
 

@@ -9,7 +9,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import paramiko
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from runner.config import Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
 from runner.targets import open_target, sftp
+from tests.helpers import target_folder
 from tests.servers.sshd import SSHServer, keygen, running_sshd, sftp_env
 from tests.servers.util import free_port, require_tool
 
@@ -27,10 +27,6 @@ def connect(env: dict[str, str], **changes: str | None):
     """Open the target that ``env`` (with ``changes``; None removes a variable) configures."""
     merged = {**env, **changes}
     return open_target(Config.from_env({k: v for k, v in merged.items() if v is not None}))
-
-
-def folder(env: dict[str, str]) -> Path:
-    return Path(urlsplit(env["REMORA_TARGET_URL"]).path)
 
 
 def files_under(path: Path) -> list[str]:
@@ -74,9 +70,9 @@ def test_multipart_upload_reads_back_byte_identical(sftp_target_env):
         info = target.stat("db/2026/11/27/one.dump.gpg")
         assert (info.key, info.size) == ("db/2026/11/27/one.dump.gpg", len(data))
         assert [o.key for o in target.list()] == ["db/2026/11/27/one.dump.gpg"]
-    on_disk = folder(sftp_target_env) / "db/2026/11/27/one.dump.gpg"
+    on_disk = target_folder(sftp_target_env) / "db/2026/11/27/one.dump.gpg"
     assert on_disk.read_bytes() == data
-    assert files_under(folder(sftp_target_env)) == ["db/2026/11/27/one.dump.gpg"]
+    assert files_under(target_folder(sftp_target_env)) == ["db/2026/11/27/one.dump.gpg"]
 
 
 def test_complete_replaces_an_existing_object(sftp_target_env):
@@ -84,7 +80,7 @@ def test_complete_replaces_an_existing_object(sftp_target_env):
         upload(target, "m.json", b"old" * 1000)
         upload(target, "m.json", b"new")
         assert read_all(target, "m.json") == b"new"
-    assert files_under(folder(sftp_target_env)) == ["m.json"]
+    assert files_under(target_folder(sftp_target_env)) == ["m.json"]
 
 
 def test_list_stat_open_delete(sftp_target_env):
@@ -108,7 +104,7 @@ def test_unfinished_upload_is_never_listed(sftp_target_env):
     with connect(sftp_target_env) as target:
         job = target.begin("db/one.dump.gpg")
         job.send(1, b"x" * 1000)
-        leftovers = files_under(folder(sftp_target_env))
+        leftovers = files_under(target_folder(sftp_target_env))
         assert len(leftovers) == 1 and leftovers[0].startswith("db/.one.dump.gpg.")
         assert leftovers[0].endswith(".part")
         assert target.list() == []
@@ -122,10 +118,10 @@ def test_abort_removes_the_temporary_file(sftp_target_env):
     with connect(sftp_target_env) as target:
         job = target.begin("db/one.dump.gpg")
         job.send(1, os.urandom(2 * MIB))
-        assert files_under(folder(sftp_target_env))
+        assert files_under(target_folder(sftp_target_env))
         job.abort()
         job.abort()  # safe twice
-        assert files_under(folder(sftp_target_env)) == []
+        assert files_under(target_folder(sftp_target_env)) == []
         assert target.list() == []
 
 
@@ -141,7 +137,7 @@ def test_a_part_the_server_did_not_store_whole_is_refused(sftp_target_env, monke
         assert not isinstance(excinfo.value, TransientStorageError)
         assert "50000 bytes after part 1, not 100000" in refused(excinfo, 6)
         job.abort()
-    assert files_under(folder(sftp_target_env)) == []
+    assert files_under(target_folder(sftp_target_env)) == []
 
 
 def test_home_relative_path(sshd_server: SSHServer):
@@ -160,7 +156,7 @@ def test_home_relative_path(sshd_server: SSHServer):
 
 
 def test_a_path_through_a_file_fails_permanently(sftp_target_env):
-    (folder(sftp_target_env) / "blocker").write_bytes(b"")
+    (target_folder(sftp_target_env) / "blocker").write_bytes(b"")
     env = {**sftp_target_env, "REMORA_TARGET_URL": sftp_target_env["REMORA_TARGET_URL"] + "/blocker"}
     with connect(env) as target, pytest.raises(StorageError) as excinfo:
         target.put("db/x", b"data")
@@ -181,7 +177,7 @@ def test_wrong_pinned_host_key_is_refused_and_nothing_written(sftp_target_env, s
     text = refused(excinfo, 6)
     assert f"{sshd_server.host}:{sshd_server.port}" in text
     assert "not the pinned one" in text and "ssh-keyscan" in text
-    assert files_under(folder(sftp_target_env)) == []
+    assert files_under(target_folder(sftp_target_env)) == []
 
 
 def test_host_without_a_pinned_key_is_refused(sftp_target_env, sshd_server):
@@ -191,7 +187,7 @@ def test_host_without_a_pinned_key_is_refused(sftp_target_env, sshd_server):
             connect(sftp_target_env, REMORA_SFTP_KNOWN_HOSTS=f"{other_host} {real_key}")
         text = refused(excinfo, 6)
         assert "not pinned" in text and "ssh-keyscan" in text
-    assert files_under(folder(sftp_target_env)) == []
+    assert files_under(target_folder(sftp_target_env)) == []
 
 
 def test_hashed_known_hosts_line_and_extra_lines_are_accepted(sftp_target_env, sshd_server, tmp_path):
@@ -346,7 +342,7 @@ def test_dropped_connection_is_reopened_for_the_next_part(tmp_path):
 
 def test_reading_asks_a_few_windows_ahead_however_large_the_object(sftp_target_env):
     data = os.urandom(64 * MIB)
-    (folder(sftp_target_env) / "big").write_bytes(data)
+    (target_folder(sftp_target_env) / "big").write_bytes(data)
     with connect(sftp_target_env) as target, target.open("big") as stream:
         first = stream.read(MIB)
         time.sleep(0.5)  # a slow reader

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 
-from tests.helpers import REPO, base_env, ok, remora
-
-TARGETS = ["file_target_env", "s3_target_env", "sftp_target_env"]
-
-
-@pytest.fixture(params=TARGETS, ids=["file", "s3", "sftp"])
-def target_env(request) -> dict[str, str]:
-    return request.getfixturevalue(request.param)
-
+from tests.helpers import ok, remora, start_remora, target_folder
 
 def leftovers(env: dict[str, str], request) -> list[str]:
     """Everything the target holds: objects, temporary files, open multipart uploads."""
@@ -29,8 +17,7 @@ def leftovers(env: dict[str, str], request) -> list[str]:
         objects = client.list_objects_v2(Bucket=url.netloc).get("Contents", [])
         uploads = client.list_multipart_uploads(Bucket=url.netloc).get("Uploads", [])
         return [o["Key"] for o in objects] + [f"upload {u['Key']}" for u in uploads]
-    # file:// and the test sshd's sftp:// both write to this machine's disk
-    return sorted(str(p) for p in Path(url.path).rglob("*") if p.is_file())
+    return sorted(str(p) for p in target_folder(env).rglob("*") if p.is_file())
 
 
 def terminate_dump_backend(pg_cluster, dbname: str) -> bool:
@@ -50,8 +37,7 @@ def terminate_dump_backend(pg_cluster, dbname: str) -> bool:
 
 def test_a_dump_that_fails_midstream_leaves_nothing_and_exits_4(request, target_env, pg_cluster, big_database, gpg_env):
     env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(big_database)}
-    runner = subprocess.Popen([sys.executable, "-m", "runner.cli", "backup"], env={**base_env(), **env},
-                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runner = start_remora("backup", env=env)
     assert terminate_dump_backend(pg_cluster, big_database)
     _out, err = runner.communicate(timeout=120)
     assert runner.returncode == 4, err

@@ -11,9 +11,9 @@ from runner.errors import ObjectNotFound
 from runner.targets import open_target
 
 
-@pytest.fixture(params=["file_target_env", "s3_target_env", "sftp_target_env"], ids=["file", "s3", "sftp"])
-def target(request):
-    with open_target(Config.from_env(request.getfixturevalue(request.param))) as target:
+@pytest.fixture
+def target(target_env):
+    with open_target(Config.from_env(target_env)) as target:
         yield target
 
 
