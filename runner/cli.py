@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, log, restore
+from runner import backup, catalog, log, prune, restore, retention
 from runner.config import Config, Secret
 from runner.errors import RemoraError, UsageError
 from runner.processes import child_env
@@ -47,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("ref", metavar="ID|latest")
     sub.add_argument("--output", required=True, type=Path, metavar="FILE")
     sub.add_argument("--decrypt", action="store_true", help="write the decrypted pg_dump archive")
+    sub = command("prune", "delete the backups the retention policy does not keep, and old leftovers")
+    sub.add_argument("--keep", metavar="POLICY", help=f"overrides REMORA_RETENTION, e.g. {retention.EXAMPLE}")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan and delete nothing")
+    sub.add_argument(
+        "--leftover-age", type=_hours, default=prune.DEFAULT_LEFTOVER_AGE, metavar="HOURS",
+        help="leftovers younger than this are kept, as a running backup's may be (default 24)",
+    )
     return parser
 
 
@@ -54,6 +62,16 @@ def _positive(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 64:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to 64")
     return int(text)
+
+
+def _hours(text: str) -> datetime.timedelta:
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = 0.0
+    if not 0 < hours < 100_000:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours above 0")
+    return datetime.timedelta(hours=hours)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -67,6 +85,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             target_url=args.target_url,
             label=args.label,
             database_url_env=getattr(args, "database_url_env", None),
+            keep=getattr(args, "keep", None),
         )
         log.redactor.add(config.secrets())
         return _COMMANDS[args.command](args, config, env)
@@ -119,6 +138,13 @@ def _download(args, config: Config, env) -> int:
     return 0
 
 
+def _prune(args, config: Config, env) -> int:
+    prune.run(
+        config, dry_run=args.dry_run, leftover_age=args.leftover_age, report=lambda line: print(line, flush=True)
+    )
+    return 0
+
+
 def _database_url(value: str, env: Mapping[str, str]) -> Secret:
     """``--to`` takes a URL, or the name of a variable that holds one (keeping the password out of argv)."""
     if re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
@@ -133,7 +159,9 @@ def _database_url(value: str, env: Mapping[str, str]) -> Secret:
     return url
 
 
-_COMMANDS = {"backup": _backup, "list": _list, "verify": _verify, "restore": _restore, "download": _download}
+_COMMANDS = {
+    "backup": _backup, "list": _list, "verify": _verify, "restore": _restore, "download": _download, "prune": _prune,
+}
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 
 from runner.config import Config
 from runner.errors import UsageError
-from runner.targets.base import ObjectInfo, Target, Upload
+from runner.targets.base import Leftover, ObjectInfo, Target, Upload
 
-__all__ = ["ObjectInfo", "Target", "Upload", "open_target"]
+__all__ = ["Leftover", "ObjectInfo", "Target", "Upload", "open_target"]
 
 _BACKENDS = {"file": "runner.targets.local", "s3": "runner.targets.s3", "sftp": "runner.targets.sftp"}
 

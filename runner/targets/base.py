@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime
+import re
 from typing import BinaryIO
 
 MIB = 1024 * 1024
@@ -25,6 +26,15 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime.datetime  # timezone-aware, UTC
+
+
+@dataclasses.dataclass(frozen=True)
+class Leftover:
+    """What an upload that never completed left behind: a temporary file or an open multipart upload."""
+
+    key: str  # the key the upload was writing
+    modified: datetime.datetime  # its last sign of life (timezone-aware, UTC)
+    handle: str  # the backend's own name for it: the temporary file's key, or the upload's id
 
 
 class Upload(abc.ABC):
@@ -100,3 +110,24 @@ class Target(abc.ABC):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    @abc.abstractmethod
+    def leftovers(self, prefix: str = "") -> list[Leftover]:
+        """What uploads of keys starting with ``prefix`` have left, not completed nor aborted.
+
+        A running upload is listed too, and looks like one that was killed: only its ``modified``,
+        which a running upload keeps recent, tells them apart.
+        """
+
+    @abc.abstractmethod
+    def discard(self, leftover: Leftover) -> None:
+        """Remove a leftover; one already gone is not an error. Never call it on a running upload."""
+
+
+_TEMPORARY = re.compile(r"(?P<folder>(?:.*/)?)\.(?P<name>[^/]+)\.[0-9a-f]{8}\.part")
+
+
+def upload_key_of(temp_key: str) -> str | None:
+    """The key a file or SFTP upload's temporary ``FOLDER/.NAME.RANDOM.part`` was for, if it is one."""
+    match = _TEMPORARY.fullmatch(temp_key)
+    return match["folder"] + match["name"] if match else None

@@ -39,7 +39,7 @@ from runner.errors import (
     TransientStorageError,
     UsageError,
 )
-from runner.targets.base import MIB, ObjectInfo, Target, Upload
+from runner.targets.base import MIB, Leftover, ObjectInfo, Target, Upload
 
 log = structlog.get_logger()
 
@@ -185,6 +185,43 @@ class S3Target(Target):
             upload.abort()
         self.client.close()
 
+    def leftovers(self, prefix: str = "") -> list[Leftover]:
+        root = self.full_key("")
+        found = []
+        with self.errors("list the open uploads of", prefix):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=root + prefix
+            )
+            for page in pages:
+                for item in page.get("Uploads", ()):
+                    modified = self._last_sign_of_life(item)
+                    if modified is not None:  # else it completed or was aborted meanwhile
+                        found.append(Leftover(item["Key"][len(root):], modified, handle=item["UploadId"]))
+        return found
+
+    def _last_sign_of_life(self, upload: dict) -> datetime.datetime | None:
+        """When the upload last stored a part, or began: a long upload that still sends parts is alive."""
+        parts = self.client.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+        try:
+            times = [part["LastModified"] for page in parts for part in page.get("Parts", ())]
+        except ClientError as e:
+            if _no_such_upload(e):
+                return None
+            raise
+        return max([upload["Initiated"], *times]).astimezone(datetime.timezone.utc)
+
+    def discard(self, leftover: Leftover) -> None:
+        with self.errors("abort the upload of", leftover.key):
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.full_key(leftover.key), UploadId=leftover.handle
+                )
+            except ClientError as e:
+                if not _no_such_upload(e):  # else it is gone already: fine
+                    raise
+
 
 class _S3Upload(Upload):
     """A multipart upload. Parts may be sent from several threads at once, and sent again."""
@@ -301,6 +338,10 @@ def _sha256(data: bytes) -> str:
 
 def _info(key: str, size: int, modified: datetime.datetime) -> ObjectInfo:
     return ObjectInfo(key=key, size=size, modified=modified.astimezone(datetime.timezone.utc))
+
+
+def _no_such_upload(e: ClientError) -> bool:
+    return e.response.get("Error", {}).get("Code") == "NoSuchUpload"
 
 
 def _client_failure(e: ClientError, target: S3Target, action: str, key: str) -> StorageError:

@@ -31,7 +31,7 @@ import paramiko
 from runner.config import Config
 from runner.errors import ObjectNotFound, RemoraError, StorageError, TransientStorageError, UsageError
 from runner.targets import sshkeys
-from runner.targets.base import MIB, ObjectInfo, Target, Upload
+from runner.targets.base import MIB, Leftover, ObjectInfo, Target, Upload, upload_key_of
 
 _TEMP_SUFFIX = ".part"
 _CONNECT_TIMEOUT = 20  # seconds for TCP connect, banner, key exchange and authentication
@@ -231,20 +231,24 @@ class SFTPTarget(Target):
         return _SFTPUpload(self, self._path(key))
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        found: list[ObjectInfo] = []
         with self._io("list", self.root):
-            self._walk(self._session(), "", prefix, found)
-        return found
+            files = self._walk(self._session(), "", prefix)
+            return [
+                _info(key, attrs) for key, attrs in files if key.startswith(prefix) and not _is_temp(attrs.filename)
+            ]
 
-    def _walk(self, sftp: paramiko.SFTPClient, relative: str, prefix: str, found: list[ObjectInfo]) -> None:
+    def _walk(
+        self, sftp: paramiko.SFTPClient, relative: str, prefix: str
+    ) -> Iterator[tuple[str, paramiko.SFTPAttributes]]:
+        """Every file, temporary ones included, in the folders that may hold keys starting with ``prefix``."""
         for attrs in sftp.listdir_attr(self._path(relative) if relative else self.root):
             key = relative + attrs.filename
             if stat.S_ISDIR(attrs.st_mode):
                 folder = key + "/"
                 if folder.startswith(prefix) or prefix.startswith(folder):
-                    self._walk(sftp, folder, prefix, found)
-            elif stat.S_ISREG(attrs.st_mode) and key.startswith(prefix) and not _is_temp(attrs.filename):
-                found.append(_info(key, attrs))
+                    yield from self._walk(sftp, folder, prefix)
+            elif stat.S_ISREG(attrs.st_mode):
+                yield key, attrs
 
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
@@ -293,6 +297,18 @@ class SFTPTarget(Target):
                     if not _is_dir(sftp, folder):  # else another run made it meanwhile: fine
                         raise
         self._folders.add(folder)
+
+    def leftovers(self, prefix: str = "") -> list[Leftover]:
+        found = []
+        with self._io("list", self.root):
+            for temp_key, attrs in self._walk(self._session(), "", prefix):
+                key = upload_key_of(temp_key)
+                if key is not None and key.startswith(prefix):
+                    found.append(Leftover(key, _info(temp_key, attrs).modified, handle=temp_key))
+        return found
+
+    def discard(self, leftover: Leftover) -> None:
+        self.delete(leftover.handle)
 
 
 def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
