@@ -135,3 +135,5 @@ def test_prune_without_a_policy_refuses_and_deletes_nothing(file_target_env):
         assert len(catalog.manifest_keys(target, None)) == 2
     bad = remora("prune", "--keep", "hourly=24", env=file_target_env)
     assert bad.returncode == 2 and "--keep has 'hourly=24'" in bad.stderr
+    bad = remora("prune", "--keep", "daily=1", "--leftover-age", "0", env=file_target_env)
+    assert bad.returncode == 2 and "--leftover-age" in bad.stderr
