@@ -7,6 +7,8 @@ import json
 import re
 import time
 
+import structlog
+
 from runner import catalog, cli
 from runner.config import Config
 from runner.targets import Target, open_target
@@ -24,14 +26,18 @@ CRAFTED = {
     "f": ("2020-01-15T10:00", "monthly 2020-01"),
     "g": ("2019-06-01T10:00", None),  # beyond every count
 }
-LEFTOVER_AGE = "0.001"  # hours: 3.6 s
-AGED = 6.0  # seconds the old leftovers have had when prune runs; the young ones have had about none
+LEFTOVER_AGE = "0.0014"  # hours: about 5 s
+AGED = 8.0  # seconds the old leftovers have had when prune runs; the young ones have had about none
 
 
 def run_cli(capsys, *args: str, env: dict[str, str]) -> tuple[int, list[str], str]:
     """``remora-backup ARGS`` in this process (no interpreter start-up, so ages stay as planned)."""
     capsys.readouterr()
-    code = cli.main(list(args), env=env)
+    logging = structlog.get_config()
+    try:
+        code = cli.main(list(args), env=env)
+    finally:
+        structlog.configure(**logging)  # main() logs to capsys's stream, which closes after this test
     out, err = capsys.readouterr()
     return code, out.splitlines(), err
 
