@@ -41,7 +41,7 @@ class Policy:
 
     def __str__(self) -> str:
         counts = [f"{kind}={getattr(self, kind)}" for kind in KINDS if getattr(self, kind)]
-        return ",".join(counts) or "only the newest"
+        return ",".join(counts or [f"{kind}=0" for kind in KINDS])
 
 
 @dataclasses.dataclass(frozen=True)

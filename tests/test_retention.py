@@ -79,6 +79,7 @@ def test_parse_takes_any_subset_of_the_kinds():
     assert parse("daily=7,weekly=4,monthly=12", source="X") == Policy(daily=7, weekly=4, monthly=12)
     assert parse(" yearly = 3 , daily=0", source="X") == Policy(yearly=3)
     assert str(Policy(daily=7, monthly=12)) == "daily=7,monthly=12"
+    assert str(Policy()) == "daily=0,weekly=0,monthly=0,yearly=0"
 
 
 @pytest.mark.parametrize("text, says", [
