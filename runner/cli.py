@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, log, restore
+from runner import backup, catalog, log, report, restore
 from runner.config import Config, Secret
 from runner.errors import RemoraError, UsageError
 from runner.processes import child_env
@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _backup(args, config: Config, env) -> int:
-    manifest = backup.run(config, child_env(env))
+    with report.reporting(config) as reporter:
+        manifest = backup.run(config, child_env(env))
+        if reporter is not None:
+            reporter.succeeded(manifest)
     print(manifest.id)
     return 0
 

@@ -1,0 +1,97 @@
+"""Reporting a run to the control plane that launched it (standard library only).
+
+When REMORA_CONTROL_URL, REMORA_RUN_ID and REMORA_RUN_TOKEN are all set, ``backup`` posts
+``started``, ``progress`` (bytes, as often as progress is logged), then ``succeeded`` or
+``failed`` to ``{REMORA_CONTROL_URL}/api/v1/runs/{id}/events``. A report that cannot be
+delivered is a warning: it never fails the backup itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+
+import structlog
+
+from runner import log as logs
+from runner import transfer
+from runner.config import Config
+from runner.errors import RemoraError
+from runner.manifest import Manifest
+
+log = structlog.get_logger()
+
+TIMEOUT = 5.0  # seconds per attempt: a slow control plane must not hold the backup up
+ATTEMPTS = 2
+RETRY_AFTER = 1.0
+
+
+class Reporter:
+    """Posts a run's events; ``send`` never raises."""
+
+    def __init__(self, url: str, token: str):
+        self._url = url
+        self._token = token
+
+    def send(self, event: dict) -> bool:
+        """Deliver one event; a failure is logged as a warning. True if it was delivered."""
+        request = urllib.request.Request(
+            self._url, data=json.dumps(event).encode(), method="POST",
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=TIMEOUT):
+                    return True
+            except urllib.error.HTTPError as e:
+                problem = f"HTTP {e.code}"
+                if e.code < 500 and e.code != 429:
+                    break  # refused: asking again gets the same answer
+            except (OSError, ValueError) as e:
+                problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
+            if attempt < ATTEMPTS:
+                time.sleep(RETRY_AFTER)
+        log.warning("could not report to the control plane", report=event["type"], problem=problem)
+        return False
+
+    def succeeded(self, manifest: Manifest) -> None:
+        self.send({"type": "succeeded", "backup_id": manifest.id, "dump_bytes": manifest.dump_bytes,
+                   "encrypted_bytes": manifest.encrypted_bytes, "sha256": manifest.sha256})
+
+
+@contextlib.contextmanager
+def reporting(config: Config) -> Iterator[Reporter | None]:
+    """Report the block as a run: started, progress, failed (on an error, re-raised); None if not a run."""
+    reporter = _reporter(config)
+    if reporter is None:
+        yield None
+        return
+    reporter.send({"type": "started"})
+    try:
+        with transfer.progress_listener(lambda done: reporter.send({"type": "progress", "bytes": done})):
+            yield reporter
+    except RemoraError as e:
+        reporter.send({"type": "failed", "exit_code": e.exit_code, "error": logs.redactor.scrub(e.one_line())})
+        raise
+    except KeyboardInterrupt:
+        reporter.send({"type": "failed", "exit_code": 130, "error": "interrupted"})
+        raise
+    except Exception as e:
+        reporter.send({"type": "failed", "exit_code": 1, "error": f"internal error: {type(e).__name__}"})
+        raise
+
+
+def _reporter(config: Config) -> Reporter | None:
+    given = [config.control_url, config.run_id, config.run_token]
+    if not any(given):
+        return None
+    if not all(given):
+        log.warning("not reporting: REMORA_CONTROL_URL, REMORA_RUN_ID and REMORA_RUN_TOKEN must all be set")
+        return None
+    url = f"{config.control_url.rstrip('/')}/api/v1/runs/{urllib.parse.quote(config.run_id, safe='')}/events"
+    return Reporter(url, config.run_token.reveal())
