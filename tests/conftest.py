@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.servers.gpg",
     "tests.servers.sshd",
     "tests.servers.seaweed",
+    "tests.servers.heroku",
     "tests.controlplane",
 ]
 

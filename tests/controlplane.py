@@ -72,6 +72,22 @@ def client(app):
     return app.test_client()
 
 
+ADDON_ID, ADDON_PASSWORD, SSO_SALT, CLIENT_SECRET = "remora", "addon-pw-" + "p" * 20, "salt-" + "s" * 20, "oauth-cs"
+
+
+@pytest.fixture
+def heroku_app(control_db, heroku):
+    """The app as the Heroku add-on: the heroku launcher against the Platform API stand-in."""
+    app = create_app({
+        "SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": "heroku",
+        "CONTROL_URL": "https://control.test", "HEROKU_API_URL": heroku.api_url, "HEROKU_ID_URL": heroku.id_url,
+        "HEROKU_ADDON_ID": ADDON_ID, "HEROKU_ADDON_PASSWORD": ADDON_PASSWORD, "HEROKU_SSO_SALT": SSO_SALT,
+        "HEROKU_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+    })
+    yield app
+    app.extensions["remora.pool"].close()
+
+
 def connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row)
 
