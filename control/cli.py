@@ -53,13 +53,13 @@ def _migrate(args, config) -> int:
 
 
 def _resource(args, config) -> int:
-    from control import db, resources, schedules
+    from control import db, resources
 
     with db.open_pool(config["DATABASE_URL"], max_size=1) as pool, pool.connection() as conn:
         try:
             row, api_token = resources.create(conn, app=args.app, schedule=args.schedule,
                                               timezone=args.timezone, alert_webhook=args.alert_webhook)
-        except schedules.ScheduleError as e:
+        except resources.SettingError as e:
             raise settings.ConfigError(str(e)) from e
     print(json.dumps({"id": str(row["id"]), "app": row["app"], "api_token": api_token}))
     return 0

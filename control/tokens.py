@@ -20,6 +20,12 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def derived(secret_key: str, purpose: str, subject: str) -> str:
+    """A token that the same key, purpose and subject always give again (HMAC-SHA256)."""
+    mac = hmac.new(secret_key.encode(), f"{purpose}:{subject}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 

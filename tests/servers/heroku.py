@@ -251,7 +251,7 @@ def running_standin() -> Iterator[HerokuStandIn]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {}))
     standin = HerokuStandIn(f"http://127.0.0.1:{server.server_port}")
     server.RequestHandlerClass.standin = standin
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield standin
