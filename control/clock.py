@@ -14,8 +14,8 @@ import time
 
 from psycopg_pool import ConnectionPool
 
-from control import db, launchers, runs, schedules
-from control.launchers import Launcher
+from control import alerts, db, launchers, runs, schedules
+from control.launchers import GONE, RUNNING, Launcher
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,45 @@ def launch_due(pool: ConnectionPool, launcher: Launcher, config) -> int:
     return launched
 
 
+def sweep_lost(pool: ConnectionPool, launcher: Launcher, config) -> int:
+    """Mark lost every run that outlived its time to live plus the grace without ending; open incidents."""
+    with pool.connection() as conn:
+        overdue = conn.execute(
+            "select r.*, s.app from runs r join resources s on s.id = r.resource_id"
+            " where r.state = any(%s) and r.created_at + make_interval(secs => r.time_to_live + %s) < now()"
+            " limit %s", (list(runs.ACTIVE), config["LOST_GRACE"], BATCH * 4),
+        ).fetchall()
+    lost = 0
+    for run in overdue:
+        # asked outside any transaction: the Platform API may be slow
+        dyno = launcher.state(resource_id=str(run["resource_id"]), app=run["app"], handle=run["handle"]) \
+            if run["handle"] else GONE
+        reason = {RUNNING: "its process still runs past its time to live",
+                  GONE: "its process is gone"}.get(dyno, "its process cannot be found")
+        with pool.connection() as conn:
+            # another clock may have got there first, or the run may have just reported
+            if conn.execute(
+                "update runs set state = 'lost', finished_at = now(), error = %s"
+                " where id = %s and state = any(%s)",
+                (f"no report within its time to live; {reason}", run["id"], list(runs.ACTIVE)),
+            ).rowcount:
+                lost += 1
+                alerts.open_incident(conn, run["resource_id"], f"run {run['id']} was lost: {reason}")
+    return lost
+
+
 def tick(pool: ConnectionPool, launcher: Launcher, config) -> None:
     """One pass of everything the clock does."""
     launched = launch_due(pool, launcher, config)
-    if launched:
-        log.info("launched %d scheduled runs", launched)
+    lost = sweep_lost(pool, launcher, config)
+    slack = datetime.timedelta(seconds=config["RUN_TTL"] + config["LOST_GRACE"])
+    with pool.connection() as conn:
+        recovered = alerts.close_recovered(conn)
+        overdue = alerts.open_overdue(conn, slack=slack, now=datetime.datetime.now(datetime.timezone.utc))
+    notified = alerts.notify(pool)
+    if launched or lost or recovered or overdue or notified:
+        log.info("launched %d scheduled runs, %d runs lost, %d incidents opened for missing backups,"
+                 " %d closed, %d webhooks told", launched, lost, overdue, recovered, notified)
 
 
 def main(config, *, once: bool) -> None:

@@ -26,6 +26,7 @@ class RecordingLauncher(Launcher):
     def __init__(self):
         self.specs: list[LaunchSpec] = []
         self.states: dict[str, str] = {}
+        self.asked: list[str] = []  # handles whose state was asked
         self._lock = threading.Lock()
 
     def launch(self, spec: LaunchSpec) -> str:
@@ -34,6 +35,7 @@ class RecordingLauncher(Launcher):
             return f"recorded-{len(self.specs)}"
 
     def state(self, *, resource_id, app, handle) -> str:
+        self.asked.append(handle)
         return self.states.get(handle, GONE)
 
 

@@ -10,8 +10,10 @@ create table resources (
     timezone text not null default 'UTC',
     next_run_at timestamptz,             -- when the clock launches the next scheduled run
     alert_webhook text,
-    alert_open boolean not null default false,  -- an incident is open: alerted, not yet recovered
+    alert_open boolean not null default false,  -- an incident is open: backups missing, not yet recovered
     alert_reason text,
+    alert_opened_at timestamptz,
+    alert_notified text check (alert_notified in ('missing', 'recovered')),  -- the last event the webhook got
     oauth_access_token bytea,            -- Fernet-encrypted
     oauth_refresh_token bytea,           -- Fernet-encrypted
     oauth_expires_at timestamptz,
