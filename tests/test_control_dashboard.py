@@ -84,5 +84,5 @@ def test_log_in_through_sso_click_back_up_now_and_see_the_run(browser, control_d
     app.extensions["remora.pool"].close()
     with connect(control_db) as conn:
         run = conn.execute("select id::text as id, state, trigger from runs").fetchone()
-    assert run == {"id": run_id, "state": "launched", "trigger": "dashboard"} and state == "launched"
+    assert run == {"id": run_id, "state": "succeeded", "trigger": "dashboard"} and state == "launched"
     assert [spec.run_id for spec in launcher.specs] == [run_id]
