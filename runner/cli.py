@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = dict(os.environ if env is None else env)
     log.configure()
     args = build_parser().parse_args(argv)
+    config = None
     try:
         config = Config.from_env(
             env,
@@ -72,6 +73,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return _COMMANDS[args.command](args, config, env)
     except RemoraError as e:
         logger.error(e.one_line(), exit_code=e.exit_code)
+        if config is None and args.command == "backup":
+            report.unconfigured(env, e)  # a launched run whose settings are wrong must not look lost
         return e.exit_code
     except KeyboardInterrupt:
         logger.error("interrupted; nothing that looks complete was left", exit_code=130)

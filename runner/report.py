@@ -67,7 +67,8 @@ class Reporter:
 @contextlib.contextmanager
 def reporting(config: Config) -> Iterator[Reporter | None]:
     """Report the block as a run: started, progress, failed (on an error, re-raised); None if not a run."""
-    reporter = _reporter(config)
+    token = config.run_token.reveal() if config.run_token else None
+    reporter = _reporter(config.control_url, config.run_id, token)
     if reporter is None:
         yield None
         return
@@ -86,12 +87,21 @@ def reporting(config: Config) -> Iterator[Reporter | None]:
         raise
 
 
-def _reporter(config: Config) -> Reporter | None:
-    given = [config.control_url, config.run_id, config.run_token]
+def unconfigured(env, error: RemoraError) -> None:
+    """Report a run whose configuration was refused before there was a Config to report with."""
+    reporter = _reporter(*(env.get(name, "").strip() or None for name in _VARIABLES))
+    if reporter is not None:
+        reporter.send({"type": "failed", "exit_code": error.exit_code, "error": logs.redactor.scrub(error.one_line())})
+
+
+_VARIABLES = ("REMORA_CONTROL_URL", "REMORA_RUN_ID", "REMORA_RUN_TOKEN")
+
+
+def _reporter(control_url: str | None, run_id: str | None, token: str | None) -> Reporter | None:
+    given = [control_url, run_id, token]
     if not any(given):
         return None
     if not all(given):
-        log.warning("not reporting: REMORA_CONTROL_URL, REMORA_RUN_ID and REMORA_RUN_TOKEN must all be set")
+        log.warning(f"not reporting: {', '.join(_VARIABLES)} must all be set")
         return None
-    url = f"{config.control_url.rstrip('/')}/api/v1/runs/{urllib.parse.quote(config.run_id, safe='')}/events"
-    return Reporter(url, config.run_token.reveal())
+    return Reporter(f"{control_url.rstrip('/')}/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/events", token)

@@ -39,6 +39,15 @@ def test_a_failed_backup_reports_its_exit_code_and_one_line_error(database_env, 
     assert "/proc/nope" in failure["error"] and "\n" not in failure["error"]
 
 
+def test_a_run_with_a_refused_configuration_still_reports_its_failure(database_env, gpg_env):
+    with receiver() as control:
+        result = remora("backup", env={**database_env, **gpg_env, "REMORA_TARGET_URL": "ftp://nope",
+                                       **_run_env(control.url)})
+    assert result.returncode == 2
+    [failure] = control.bodies()
+    assert failure["type"] == "failed" and failure["exit_code"] == 2 and "REMORA_TARGET_URL" in failure["error"]
+
+
 def test_an_unreachable_or_refusing_control_plane_never_fails_the_backup(database_env, gpg_env, file_target_env):
     env = {**database_env, **gpg_env, **file_target_env}
     unreachable = ok(remora("backup", env={**env, **_run_env(f"http://127.0.0.1:{free_port()}")}))
