@@ -13,10 +13,8 @@ from control import db, launchers, settings
 def create_app(test_config: dict | None = None) -> Flask:
     """The app, configured from the environment (or ``test_config``); refuses to start without a secret."""
     app = Flask(__name__)
-    app.config.from_mapping(settings.from_env(os.environ) if test_config is None else {})
-    if test_config is not None:
-        app.config.from_mapping(settings.from_env({}))
-        app.config.from_mapping(test_config)
+    app.config.from_mapping(settings.from_env(os.environ if test_config is None else {}))
+    app.config.from_mapping(test_config or {})
     settings.check(app.config)
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     db.init_app(app)

@@ -9,6 +9,7 @@ delivered is a warning: it never fails the backup itself.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import time
 import urllib.error
@@ -37,6 +38,7 @@ class Reporter:
     def __init__(self, url: str, token: str):
         self._url = url
         self._token = token
+        self._progress_failed = False
 
     def send(self, event: dict) -> bool:
         """Deliver one event; a failure is logged as a warning. True if it was delivered."""
@@ -52,12 +54,17 @@ class Reporter:
                 problem = f"HTTP {e.code}"
                 if e.code < 500 and e.code != 429:
                     break  # refused: asking again gets the same answer
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, http.client.HTTPException) as e:
                 problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
             if attempt < ATTEMPTS:
                 time.sleep(RETRY_AFTER)
         log.warning("could not report to the control plane", report=event["type"], problem=problem)
         return False
+
+    def progress(self, done: int) -> None:
+        """Report bytes done, until a report fails: a hung control plane must not slow the upload down."""
+        if not self._progress_failed:
+            self._progress_failed = not self.send({"type": "progress", "bytes": done})
 
     def succeeded(self, manifest: Manifest) -> None:
         self.send({"type": "succeeded", "backup_id": manifest.id, "dump_bytes": manifest.dump_bytes,
@@ -74,7 +81,7 @@ def reporting(config: Config) -> Iterator[Reporter | None]:
         return
     reporter.send({"type": "started"})
     try:
-        with transfer.progress_listener(lambda done: reporter.send({"type": "progress", "bytes": done})):
+        with transfer.progress_listener(reporter.progress):
             yield reporter
     except RemoraError as e:
         reporter.send({"type": "failed", "exit_code": e.exit_code, "error": logs.redactor.scrub(e.one_line())})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runner import report, transfer
 from tests.helpers import ok, remora, target_folder
 from tests.receiver import receiver
 from tests.servers.util import free_port
@@ -57,3 +58,17 @@ def test_an_unreachable_or_refusing_control_plane_never_fails_the_backup(databas
         refused = ok(remora("backup", env={**env, **_run_env(control.url)}))
     assert "HTTP 403" in refused.stderr
     assert len(list(target_folder(file_target_env).rglob("*.manifest.json"))) == 2
+
+
+def test_progress_is_reported_as_logged_until_a_report_fails(monkeypatch):
+    monkeypatch.setattr(transfer, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(report, "RETRY_AFTER", 0.0)
+    with receiver() as control:
+        reporter = report.Reporter(control.url + "/events", RUN_TOKEN)
+        with transfer.progress_listener(reporter.progress):
+            transfer.Progress("uploading").update(1000)
+        control.status = 503
+        reporter.progress(2000)  # two attempts, then progress reports stop
+        reporter.progress(3000)
+        assert reporter.send({"type": "failed", "exit_code": 6, "error": "x"}) is False  # the end is still tried
+    assert [body.get("bytes") for body in control.bodies()] == [1000, 2000, 2000, None, None]
