@@ -74,9 +74,11 @@ def test_log_in_through_sso_click_back_up_now_and_see_the_run(browser, control_d
         [row] = browser.find_elements(By.CSS_SELECTOR, "#runs tr[data-run-id]")
         state = row.find_element(By.CLASS_NAME, "state").text
         run_id = row.get_attribute("data-run-id")
-        reported = requests.post(f"{base}/api/v1/runs/{run_id}/events", timeout=5, json={
-            "type": "succeeded", "backup_id": "20260101T030000Z-abc123", "dump_bytes": 1000,
-            "encrypted_bytes": 2048, "sha256": "ef" * 32}, headers={"Authorization": f"Bearer {launcher.specs[0].run_token}"})
+        reported = requests.post(
+            f"{base}/api/v1/runs/{run_id}/events", timeout=5,
+            headers={"Authorization": f"Bearer {launcher.specs[0].run_token}"},
+            json={"type": "succeeded", "backup_id": "20260101T030000Z-abc123", "dump_bytes": 1000,
+                  "encrypted_bytes": 2048, "sha256": "ef" * 32})
         assert reported.status_code == 200
         browser.refresh()
         finished = browser.find_element(By.CSS_SELECTOR, f'#runs tr[data-run-id="{run_id}"]').text
