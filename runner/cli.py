@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, log, prune, restore, retention
+from runner import backup, catalog, log, prune, report, restore, retention
 from runner.config import Config, Secret
 from runner.errors import RemoraError, UsageError
 from runner.processes import child_env
@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = dict(os.environ if env is None else env)
     log.configure()
     args = build_parser().parse_args(argv)
+    config = None
     try:
         config = Config.from_env(
             env,
@@ -91,6 +92,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return _COMMANDS[args.command](args, config, env)
     except RemoraError as e:
         logger.error(e.one_line(), exit_code=e.exit_code)
+        if config is None and args.command == "backup":
+            report.unconfigured(env, e)  # a launched run whose settings are wrong must not look lost
         return e.exit_code
     except KeyboardInterrupt:
         logger.error("interrupted; nothing that looks complete was left", exit_code=130)
@@ -98,7 +101,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def _backup(args, config: Config, env) -> int:
-    manifest = backup.run(config, child_env(env))
+    with report.reporting(config) as reporter:
+        manifest = backup.run(config, child_env(env))
+        if reporter is not None:
+            reporter.succeeded(manifest)
     print(manifest.id)
     return 0
 

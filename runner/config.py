@@ -58,6 +58,8 @@ class Config:
     s3_part_size       bytes per multipart part (grows past 1,000 parts to stay under 10,000)
     s3_in_flight       parts uploading at once; memory is about (in_flight + 1) × part size
     retention          the policy ``prune`` applies (None: none configured, so prune refuses)
+    control_url, run_id, run_token
+                       set by the control plane on a run it launched: where to report, as whom
     """
 
     database_url_env: str = "REMORA_DATABASE_URL"
@@ -78,6 +80,9 @@ class Config:
     s3_part_size: int = 16 * MIB
     s3_in_flight: int = 3
     retention: Policy | None = None
+    control_url: str | None = None
+    run_id: str | None = None
+    run_token: Secret | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **flags: str | None) -> Config:
@@ -106,6 +111,9 @@ class Config:
             s3_part_size=reader.integer("REMORA_S3_PART_SIZE_MB", 16, low=5, high=5120) * MIB,
             s3_in_flight=reader.integer("REMORA_S3_CONCURRENCY", 3, low=1, high=32),
             retention=reader.policy("REMORA_RETENTION", flag=flags.get("keep")),
+            control_url=reader.text("REMORA_CONTROL_URL"),
+            run_id=reader.text("REMORA_RUN_ID"),
+            run_token=reader.secret("REMORA_RUN_TOKEN"),
         )
         if config.target_url is not None:
             _check_target_url(config.target_url, problems)

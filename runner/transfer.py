@@ -8,6 +8,7 @@ Memory is bounded by (in-flight parts + the one being filled) × part size.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import threading
 import time
@@ -25,6 +26,7 @@ ATTEMPTS = 5
 BACKOFF_FIRST = 0.5  # seconds
 BACKOFF_MAX = 20.0
 PROGRESS_EVERY = 5.0  # seconds
+_progress_listeners: list = []  # callables given the bytes done each time progress is logged
 
 
 def retrying(call, *args, what: str):
@@ -107,6 +109,18 @@ class Progress:
                 mib_s=round(done / elapsed / 2**20, 1),
                 elapsed_s=round(elapsed, 1),
             )
+            for listener in _progress_listeners:
+                listener(done)
+
+
+@contextlib.contextmanager
+def progress_listener(callback):
+    """Have ``callback(bytes_done)`` called whenever progress is logged, inside the block."""
+    _progress_listeners.append(callback)
+    try:
+        yield
+    finally:
+        _progress_listeners.remove(callback)
 
 
 def upload_stream(source: BinaryIO, upload: Upload, *, in_flight: int) -> tuple[int, str]:
