@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 BATCH = 50  # schedules claimed per transaction
 
 
-def claim_due(pool: ConnectionPool, *, time_to_live: int, limit: int = BATCH) -> list[tuple[dict, str, dict]]:
-    """Create a run for up to ``limit`` due schedules and move each schedule on; (run, token, resource)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+def claim_due(
+    pool: ConnectionPool, *, now: datetime.datetime, time_to_live: int, limit: int = BATCH
+) -> list[tuple[dict, str, dict]]:
+    """Create a run for up to ``limit`` schedules due at ``now`` and move each on; (run, token, resource)."""
     with pool.connection() as conn:
         due = conn.execute(
             "select * from resources where next_run_at <= %s and deprovisioned_at is null"
@@ -43,9 +44,12 @@ def claim_due(pool: ConnectionPool, *, time_to_live: int, limit: int = BATCH) ->
 
 
 def launch_due(pool: ConnectionPool, launcher: Launcher, config) -> int:
-    """Claim and launch every due schedule; return how many runs were launched."""
+    """Claim and launch every schedule due when this pass began; return how many runs were launched."""
+    # one moment for the whole pass: a schedule that comes due while a long pass launches waits for
+    # the next pass, instead of the pass chasing the clock
+    now = datetime.datetime.now(datetime.timezone.utc)
     launched = 0
-    while claimed := claim_due(pool, time_to_live=config["RUN_TTL"]):
+    while claimed := claim_due(pool, now=now, time_to_live=config["RUN_TTL"]):
         for run, token, resource in claimed:
             runs.launch(pool, launcher, run, token, resource, config["CONTROL_URL"])
         launched += len(claimed)

@@ -25,7 +25,7 @@ def _due_schedules(url: str, count: int) -> None:
     with connect(url) as conn:
         conn.execute(
             "insert into resources (id, app, api_token_hash, schedule, next_run_at)"
-            " select gen_random_uuid(), 'app-' || n, sha256(('token-' || n)::bytea), '*/5 * * * *',"
+            " select gen_random_uuid(), 'app-' || n, sha256(('token-' || n)::bytea), '0 3 1 1 *',"
             " now() - interval '1 minute' from generate_series(1, %s) n", (count,))
 
 
