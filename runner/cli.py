@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, log, restore
+from runner import backup, catalog, check, log, restore
 from runner.config import Config, Secret
 from runner.errors import RemoraError, UsageError
 from runner.processes import child_env
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("backup", "dump, encrypt and store the database")
     sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
+    _allow_write(sub)
     sub = command("list", "list complete backups, oldest first")
     sub.add_argument("--json", action="store_true", help="print the manifests as JSON")
     sub = command("verify", "check a backup's checksum (and with --decrypt, that it decrypts)")
@@ -47,7 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("ref", metavar="ID|latest")
     sub.add_argument("--output", required=True, type=Path, metavar="FILE")
     sub.add_argument("--decrypt", action="store_true", help="write the decrypted pg_dump archive")
+    sub = command("check", "check the configuration, credential, pg_dump, keys and target; store nothing")
+    sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
+    _allow_write(sub)
     return parser
+
+
+def _allow_write(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--allow-write-credential", action="store_true",
+        help="go on (with a warning) when the database credential can change the database",
+    )
 
 
 def _positive(text: str) -> int:
@@ -62,14 +73,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     log.configure()
     args = build_parser().parse_args(argv)
     try:
-        config = Config.from_env(
-            env,
-            target_url=args.target_url,
-            label=args.label,
-            database_url_env=getattr(args, "database_url_env", None),
-        )
-        log.redactor.add(config.secrets())
-        return _COMMANDS[args.command](args, config, env)
+        if args.command == "check":  # it reports a bad configuration as one of its checks
+            return check.run(lambda: _config(args, env), child_env(env),
+                             allow_write=args.allow_write_credential, out=sys.stdout)
+        return _COMMANDS[args.command](args, _config(args, env), env)
     except RemoraError as e:
         logger.error(e.one_line(), exit_code=e.exit_code)
         return e.exit_code
@@ -78,8 +85,20 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 130
 
 
+def _config(args, env: Mapping[str, str]) -> Config:
+    """The configuration from ``env`` and the flags; its secrets are redacted from logs from now on."""
+    config = Config.from_env(
+        env,
+        target_url=args.target_url,
+        label=args.label,
+        database_url_env=getattr(args, "database_url_env", None),
+    )
+    log.redactor.add(config.secrets())
+    return config
+
+
 def _backup(args, config: Config, env) -> int:
-    manifest = backup.run(config, child_env(env))
+    manifest = backup.run(config, child_env(env), allow_write_credential=args.allow_write_credential)
     print(manifest.id)
     return 0
 

@@ -48,10 +48,10 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return result
 
 
-def dump_sql(url: str) -> str:
+def dump_sql(url: str, *, bin_dir: Path = PG_BIN) -> str:
     """A database's whole content as SQL, for comparing a restore with its source."""
     result = subprocess.run(
-        [str(PG_BIN / "pg_dump"), "--no-owner", "--no-acl", "--dbname", url.rsplit("/", 1)[1]],
+        [str(bin_dir / "pg_dump"), "--no-owner", "--no-acl", "--dbname", url.rsplit("/", 1)[1]],
         env={**base_env(), **libpq_env(url)},
         capture_output=True,
         text=True,

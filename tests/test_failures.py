@@ -38,7 +38,7 @@ def kill_encrypting_gpg(runner: subprocess.Popen, timeout: float = 30) -> None:
 
 @pytest.fixture
 def big_env(pg_cluster, big_database, gpg_env, file_target_env):
-    return {"REMORA_DATABASE_URL": pg_cluster.url(big_database), **gpg_env, **file_target_env}
+    return {"REMORA_DATABASE_URL": pg_cluster.reader_url(big_database), **gpg_env, **file_target_env}
 
 
 def test_a_dead_gpg_is_blamed_not_pg_dump(big_env):
@@ -86,7 +86,7 @@ def test_no_process_outlives_a_successful_verify_decrypt(database_env, gpg_env, 
 
 
 def test_no_password_in_any_argv_or_output(pg_cluster, big_database, gpg_env, file_target_env):
-    env = {"REMORA_DATABASE_URL": pg_cluster.url(big_database), **gpg_env, **file_target_env}
+    env = {"REMORA_DATABASE_URL": pg_cluster.reader_url(big_database), **gpg_env, **file_target_env}
     password = pg_cluster.password.encode()
     seen, dumps, done = [], [], threading.Event()
 

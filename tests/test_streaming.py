@@ -36,7 +36,7 @@ def terminate_dump_backend(pg_cluster, dbname: str) -> bool:
 
 
 def test_a_dump_that_fails_midstream_leaves_nothing_and_exits_4(request, target_env, pg_cluster, big_database, gpg_env):
-    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(big_database)}
+    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.reader_url(big_database)}
     runner = start_remora("backup", env=env)
     assert terminate_dump_backend(pg_cluster, big_database)
     _out, err = runner.communicate(timeout=120)
@@ -50,8 +50,8 @@ def test_a_large_s3_backup_is_multipart_with_checksums_in_bounded_memory(
     s3_target_env, s3_server, pg_cluster, big_database, database, gpg_env
 ):
     env = {**s3_target_env, **gpg_env}
-    small = ok(remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.url(database)}))
-    large = ok(remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.url(big_database)}))
+    small = ok(remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.reader_url(database)}))
+    large = ok(remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.reader_url(big_database)}))
 
     bucket = urlsplit(env["REMORA_TARGET_URL"]).netloc
     client = s3_server.client()
