@@ -59,6 +59,8 @@ def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_writ
     report = Report(out)
     config = report.step("config", lambda: (load_config(), "the variables parse"))
     if config is None:
+        for name in ("database", "credential", "pg_dump", "keys", "target"):
+            report.line(name, "skip", "needs a valid configuration")
         return report.finish()
     server = report.step("database", lambda: _database(config))
     if server is None:
@@ -87,7 +89,8 @@ def _credential(config: Config, *, allow_write: bool) -> tuple[str, str]:
 def _pg_dump(server: postgres.Server, env: Mapping[str, str]) -> tuple[str, str]:
     pg_dump, major = postgres.find_tool("pg_dump", server.major, path=env.get("PATH", ""))
     compression = postgres.dump_compression(pg_dump, major)
-    return compression, f"{pg_dump} (version {major}), compression {compression}"
+    said = "gzip level 1" if compression == "1" else compression
+    return compression, f"{pg_dump} (version {major}), compression {said}"
 
 
 def _keys(config: Config, env: Mapping[str, str]) -> tuple[list, str]:

@@ -54,7 +54,7 @@ owned(kind, name, owner) as (
     union all select 'publication', quote_ident(pubname), pubowner from pg_publication
 ),
 found(rank, finding) as (
-    select 1, case when m.oid = r.oid then attr else format('member of %I (%s)', r.rolname, attr) end
+    select 1, case when r.rolname = current_user then attr else format('member of %I (%s)', r.rolname, attr) end
     from mine m join pg_roles r on r.oid = m.oid
     cross join lateral (values ('SUPERUSER', r.rolsuper), ('REPLICATION', r.rolreplication),
         ('BYPASSRLS', r.rolbypassrls), ('CREATEROLE', r.rolcreaterole), ('CREATEDB', r.rolcreatedb)) a(attr, has)

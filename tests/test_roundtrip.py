@@ -17,6 +17,7 @@ def test_backup_restores_identically_through_the_runner(target_env, pg_cluster, 
 
     listed = json.loads(ok(remora("list", "--json", env=env)).stdout)
     assert [m["id"] for m in listed] == [backup_id]
+    assert listed[0]["credential"] == "read-only"  # database_env is the read-only role
     ok(remora("verify", backup_id, env=env))
     ok(remora("verify", "latest", "--decrypt", env=env))
 

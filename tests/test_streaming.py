@@ -7,17 +7,7 @@ import time
 from urllib.parse import urlsplit
 
 
-from tests.helpers import ok, remora, start_remora, target_folder
-
-def leftovers(env: dict[str, str], request) -> list[str]:
-    """Everything the target holds: objects, temporary files, open multipart uploads."""
-    url = urlsplit(env["REMORA_TARGET_URL"])
-    if url.scheme == "s3":
-        client = request.getfixturevalue("s3_server").client()
-        objects = client.list_objects_v2(Bucket=url.netloc).get("Contents", [])
-        uploads = client.list_multipart_uploads(Bucket=url.netloc).get("Uploads", [])
-        return [o["Key"] for o in objects] + [f"upload {u['Key']}" for u in uploads]
-    return sorted(str(p) for p in target_folder(env).rglob("*") if p.is_file())
+from tests.helpers import leftovers, ok, remora, start_remora
 
 
 def terminate_dump_backend(pg_cluster, dbname: str) -> bool:
