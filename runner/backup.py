@@ -39,7 +39,8 @@ def run(config: Config, env: Mapping[str, str], *, allow_write_credential: bool 
         with open_target(config) as target:
             started = datetime.datetime.now(datetime.timezone.utc)
             backup_id = catalog.new_id(started)
-            log.info("backup started", id=backup_id, label=label, database=plan.server.dbname, target=config.target_url)
+            log.info("backup started", id=backup_id, label=label, database=plan.server.dbname,
+                     target=config.target_url)
             stored = _store(
                 target,
                 catalog.archive_key(label, backup_id),

@@ -101,7 +101,7 @@ class Keyring:
 class Recipient:
     fingerprint: str
     user_id: str
-    expires: datetime.datetime | None  # when the last usable encryption key expires
+    expires: datetime.datetime | None  # when it can no longer be encrypted to
 
 
 _ARMOR = re.compile(r"-----BEGIN PGP ([A-Z ]+?)-----.*?-----END PGP \1-----", re.DOTALL)

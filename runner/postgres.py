@@ -125,7 +125,7 @@ def find_tool(name: str, server_major: int, *, path: str) -> tuple[Path, int]:
     if not usable:
         seen = ", ".join(f"{name} {major} ({tool})" for major, tool in sorted(found.items())) or "none"
         raise UsageError(
-            f"needs {name} {server_major} or newer for a PostgreSQL {server_major} server; found: {seen}",
+            f"needs {name} {server_major} or newer for PostgreSQL {server_major}; found: {seen}",
             hint=f"install postgresql-client-{server_major}, or put its bin folder on PATH",
         )
     major = min(usable)
@@ -154,10 +154,8 @@ def dump_compression(pg_dump: Path, major: int) -> str:
 def _accepts_zstd(pg_dump: Path) -> bool:
     # pg_dump checks --compress before it connects: a build without zstd says so at once, and
     # one with it goes on to try a connection to a socket that does not exist.
-    probe = subprocess.run(
-        [str(pg_dump), "--compress=zstd", "--schema-only", "--no-password", "--dbname=host=/nonexistent dbname=x"],
-        env={}, capture_output=True, text=True, check=False,
-    )
+    argv = [str(pg_dump), "--compress=zstd", "--schema-only", "--no-password", "--dbname=host=/nonexistent dbname=x"]
+    probe = subprocess.run(argv, env={}, capture_output=True, text=True, check=False)
     return "compress" not in probe.stderr.lower()
 
 

@@ -41,7 +41,7 @@ def argv_watch(needles: list[str]) -> Iterator[dict[str, list[bytes]]]:
                 found["leaks"] += [argv for needle in needles if needle.encode() in argv]
                 found["pg_dump"] += [argv] if b"--format=custom" in argv else []
                 found["pg_restore"] += [argv] if b"--single-transaction" in argv else []
-            time.sleep(0.005)  # leave a core to the runner; its children live far longer than this
+            time.sleep(0.02)  # leave a core to the runner: its children live ten times longer than this
 
     watcher = threading.Thread(target=watch)
     watcher.start()

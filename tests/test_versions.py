@@ -16,7 +16,7 @@ def test_a_postgresql_18_server_needs_pg_dump_18_and_gets_it_from_path(pg18_clus
     # this machine's PATH and /usr/lib/postgresql hold only PostgreSQL 15's tools
     refused = remora("backup", env=env)
     assert refused.returncode == 2, refused.stderr
-    assert "needs pg_dump 18 or newer for a PostgreSQL 18 server; found: pg_dump 15 (" in refused.stderr
+    assert "needs pg_dump 18 or newer for PostgreSQL 18; found: pg_dump 15 (" in refused.stderr
     assert list(target_folder(env).rglob("*")) == []
     checked = remora("check", env=env)
     assert checked.returncode == 2 and "pg_dump     FAIL  needs pg_dump 18" in checked.stdout
