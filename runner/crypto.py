@@ -138,7 +138,7 @@ def _recipient(key: dict, variable: str) -> Recipient:
     if expires is not None and expires - datetime.datetime.now(datetime.timezone.utc) < EXPIRY_WARNING:
         log.warning(
             f"{variable}: key {user_id} {key['fingerprint']} expires on {expires:%Y-%m-%d}",
-            hint="extend it with gpg --quick-set-expire FPR 1y (and again with '*' for its subkeys), then export it again",
+            hint="extend it with gpg --quick-set-expire FPR 1y (and with '*' for its subkeys), then export it again",
         )
     return Recipient(fingerprint=key["fingerprint"], user_id=user_id, expires=expires)
 
@@ -146,6 +146,7 @@ def _recipient(key: dict, variable: str) -> Recipient:
 def _unusable(key: dict) -> tuple[str, str] | None:
     """What makes ``key`` impossible to encrypt to, and what to do, or None if it is usable."""
     renew = "extend it with gpg --quick-set-expire, or make a new key, and export it again"
+    add_one = "add one with gpg --quick-add-key FPR cv25519 encr, and export the key again"
     validity = key.get("trust", "")
     if validity == "r":
         return "is revoked", "use another key: a revoked key must not be encrypted to"
@@ -157,11 +158,11 @@ def _unusable(key: dict) -> tuple[str, str] | None:
         return None
     subkeys = [info for info in key.get("subkey_info", {}).values() if "e" in info.get("cap", "")]
     if not subkeys:
-        return "has no encryption key (it can only sign)", "add one with gpg --quick-add-key FPR cv25519 encr"
+        return "has no encryption key (it can only sign)", add_one
     expired = [int(info["expires"]) for info in subkeys if info.get("trust") == "e" and info.get("expires")]
     if expired:
         return f"has only expired encryption subkeys (the last on {_date(max(expired))})", renew
-    return "has no usable encryption subkey (all are revoked or invalid)", "add one with gpg --quick-add-key FPR cv25519 encr"
+    return "has no usable encryption subkey (each is revoked or invalid)", add_one
 
 
 def _encryption_expiry(key: dict) -> datetime.datetime | None:

@@ -71,7 +71,11 @@ found(rank, finding) as (
       and not exists (select from pg_database where datname = current_database()
                       and pg_has_role(current_user, datdba, 'MEMBER'))
     union all
-    select 4, format('CREATE on schema %I', n.nspname) from pg_namespace n
+    -- PostgreSQL 14 and older let every role create in schema public
+    select 4, format('CREATE on schema %I', n.nspname)
+              || case when has_schema_privilege('public', n.oid, 'CREATE')
+                 then format(' (granted to PUBLIC: REVOKE CREATE ON SCHEMA %I FROM PUBLIC)', n.nspname) else '' end
+    from pg_namespace n
     where not pg_has_role(current_user, n.nspowner, 'MEMBER')
       and exists (select from mine where has_schema_privilege(mine.oid, n.oid, 'CREATE'))
     union all
@@ -115,14 +119,15 @@ with found(finding, fix) as (
       and not has_table_privilege(c.oid, 'SELECT')
     union all
     select format('row-level security hides rows of table %I.%I', n.nspname, c.relname),
-           format('ALTER TABLE %I.%I DISABLE ROW LEVEL SECURITY, or give %I BYPASSRLS and pass --allow-write-credential',
-                  n.nspname, c.relname, current_user)
+           format('ALTER TABLE %I.%I DISABLE ROW LEVEL SECURITY, or give %I BYPASSRLS'
+                  ' and pass --allow-write-credential', n.nspname, c.relname, current_user)
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
     where c.relrowsecurity and {_USER_SCHEMA.format(n="n")}
       and (c.relforcerowsecurity or not pg_has_role(current_user, c.relowner, 'USAGE'))
       and not exists (select from pg_roles where rolname = current_user and (rolsuper or rolbypassrls))
     union all
-    select format('no SELECT on large object %s', l.oid), format('GRANT SELECT ON LARGE OBJECT %s TO %I', l.oid, current_user)
+    select format('no SELECT on large object %s', l.oid),
+           format('GRANT SELECT ON LARGE OBJECT %s TO %I', l.oid, current_user)
     from pg_largeobject_metadata l
     where not current_setting('lo_compat_privileges')::bool
       and not pg_has_role(current_user, l.lomowner, 'USAGE')

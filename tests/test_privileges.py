@@ -50,6 +50,8 @@ WRITES = {
     "sequence update": ("grant update on audit.ticket_seq to {role}", r"UPDATE on sequence audit\.ticket_seq"),
     "sequence usage": ("grant usage on audit.ticket_seq to {role}", r"USAGE on sequence audit\.ticket_seq"),
     "create in schema": ("grant create on schema sales to {role}", r"CREATE on schema sales"),
+    "create in schema, for all": ("grant create on schema sales to public",
+                                  r"CREATE on schema sales \(granted to PUBLIC: REVOKE CREATE ON SCHEMA sales FROM PUBLIC\)"),
     "create in database": ('grant create on database "{db}" to {role}', r"CREATE on database db_\w+"),
     "owns a table": ("alter table audit.event owner to {role}", r"owns table audit\.event"),
     "owns a function": ("alter function audit.touch() owner to {role}", r"owns function audit\.touch"),
