@@ -37,8 +37,8 @@ def make_key(home: Path, user_id: str, *, passphrase: str | None = None, algo: s
     """
     require_tool("gpg")
     home.mkdir(mode=0o700, parents=True)
-    # the agent's calibration of the passphrase's hashing goes wrong on some machines (this
-    # sandbox's timers), making every use of a protected key take seconds: a test key needs none
+    # gpg-agent calibrates how long to hash a passphrase; on some machines that goes wrong (here
+    # it took 6 s) and every use of a protected key then takes seconds: a test key needs no such care
     (home / "gpg-agent.conf").write_text("s2k-count 65536\n")
     base = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--pinentry-mode", "loopback",
             "--passphrase", passphrase or ""]
