@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, log, prune, report, restore, retention
+from runner import backup, catalog, check, log, prune, report, restore, retention
 from runner.config import Config, Secret
 from runner.errors import RemoraError, UsageError
 from runner.processes import child_env
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("backup", "dump, encrypt and store the database")
     sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
+    _allow_write(sub)
     sub = command("list", "list complete backups, oldest first")
     sub.add_argument("--json", action="store_true", help="print the manifests as JSON")
     sub = command("verify", "check a backup's checksum (and with --decrypt, that it decrypts)")
@@ -55,7 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--leftover-age", type=_hours, default=prune.DEFAULT_LEFTOVER_AGE, metavar="HOURS",
         help="leftovers younger than this are kept, as a running backup's may be (default 24)",
     )
+    sub = command("check", "check the configuration, credential, pg_dump, keys and target; store nothing")
+    sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
+    _allow_write(sub)
     return parser
+
+
+def _allow_write(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--allow-write-credential", action="store_true",
+        help="go on (with a warning) when the database credential can change the database",
+    )
 
 
 def _positive(text: str) -> int:
@@ -81,14 +92,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = build_parser().parse_args(argv)
     config = None
     try:
-        config = Config.from_env(
-            env,
-            target_url=args.target_url,
-            label=args.label,
-            database_url_env=getattr(args, "database_url_env", None),
-            keep=getattr(args, "keep", None),
-        )
-        log.redactor.add(config.secrets())
+        if args.command == "check":  # it reports a bad configuration as one of its checks
+            return check.run(lambda: _config(args, env), child_env(env),
+                             allow_write=args.allow_write_credential, out=sys.stdout)
+        config = _config(args, env)
         return _COMMANDS[args.command](args, config, env)
     except RemoraError as e:
         logger.error(e.one_line(), exit_code=e.exit_code)
@@ -100,9 +107,22 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         return 130
 
 
+def _config(args, env: Mapping[str, str]) -> Config:
+    """The configuration from ``env`` and the flags; its secrets are redacted from logs from now on."""
+    config = Config.from_env(
+        env,
+        target_url=args.target_url,
+        label=args.label,
+        database_url_env=getattr(args, "database_url_env", None),
+        keep=getattr(args, "keep", None),
+    )
+    log.redactor.add(config.secrets())
+    return config
+
+
 def _backup(args, config: Config, env) -> int:
     with report.reporting(config) as reporter:
-        manifest = backup.run(config, child_env(env))
+        manifest = backup.run(config, child_env(env), allow_write_credential=args.allow_write_credential)
         if reporter is not None:
             reporter.succeeded(manifest)
     print(manifest.id)

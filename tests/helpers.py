@@ -49,15 +49,26 @@ def target_folder(env: dict[str, str]) -> Path:
     return Path(urlsplit(env["REMORA_TARGET_URL"]).path)
 
 
+def leftovers(env: dict[str, str], request) -> list[str]:
+    """Everything the target holds: objects, temporary files, open multipart uploads."""
+    url = urlsplit(env["REMORA_TARGET_URL"])
+    if url.scheme == "s3":
+        client = request.getfixturevalue("s3_server").client()
+        objects = client.list_objects_v2(Bucket=url.netloc).get("Contents", [])
+        uploads = client.list_multipart_uploads(Bucket=url.netloc).get("Uploads", [])
+        return [o["Key"] for o in objects] + [f"upload {u['Key']}" for u in uploads]
+    return sorted(str(p) for p in target_folder(env).rglob("*") if p.is_file())
+
+
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
     return result
 
 
-def dump_sql(url: str) -> str:
+def dump_sql(url: str, *, bin_dir: Path = PG_BIN) -> str:
     """A database's whole content as SQL, for comparing a restore with its source."""
     result = subprocess.run(
-        [str(PG_BIN / "pg_dump"), "--no-owner", "--no-acl", "--dbname", url.rsplit("/", 1)[1]],
+        [str(bin_dir / "pg_dump"), "--no-owner", "--no-acl", "--dbname", url.rsplit("/", 1)[1]],
         env={**base_env(), **libpq_env(url)},
         capture_output=True,
         text=True,

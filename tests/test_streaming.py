@@ -7,17 +7,7 @@ import time
 from urllib.parse import urlsplit
 
 
-from tests.helpers import ok, remora, start_remora, target_folder
-
-def leftovers(env: dict[str, str], request) -> list[str]:
-    """Everything the target holds: objects, temporary files, open multipart uploads."""
-    url = urlsplit(env["REMORA_TARGET_URL"])
-    if url.scheme == "s3":
-        client = request.getfixturevalue("s3_server").client()
-        objects = client.list_objects_v2(Bucket=url.netloc).get("Contents", [])
-        uploads = client.list_multipart_uploads(Bucket=url.netloc).get("Uploads", [])
-        return [o["Key"] for o in objects] + [f"upload {u['Key']}" for u in uploads]
-    return sorted(str(p) for p in target_folder(env).rglob("*") if p.is_file())
+from tests.helpers import leftovers, ok, remora, start_remora
 
 
 def terminate_dump_backend(pg_cluster, dbname: str) -> bool:
@@ -36,7 +26,7 @@ def terminate_dump_backend(pg_cluster, dbname: str) -> bool:
 
 
 def test_a_dump_that_fails_midstream_leaves_nothing_and_exits_4(request, target_env, pg_cluster, big_database, gpg_env):
-    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(big_database)}
+    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.reader_url(big_database)}
     runner = start_remora("backup", env=env)
     assert terminate_dump_backend(pg_cluster, big_database)
     _out, err = runner.communicate(timeout=120)
@@ -50,8 +40,8 @@ def test_a_large_s3_backup_is_multipart_with_checksums_in_bounded_memory(
     s3_target_env, s3_server, pg_cluster, big_database, database, gpg_env
 ):
     env = {**s3_target_env, **gpg_env}
-    small = ok(remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.url(database)}))
-    large = ok(remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.url(big_database)}))
+    small = ok(remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.reader_url(database)}))
+    large = ok(remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.reader_url(big_database)}))
 
     bucket = urlsplit(env["REMORA_TARGET_URL"]).netloc
     client = s3_server.client()

