@@ -26,7 +26,7 @@ def wait_until_dumps_wait_for_the_lock(pg_cluster, dbname: str, count: int, time
 def test_two_backups_of_one_database_at_once_get_distinct_ids_and_both_restore(
     target_env, pg_cluster, database, gpg_env
 ):
-    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(database)}
+    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.reader_url(database)}
     # A table locked away holds both pg_dumps with their uploads begun, so the two runs surely overlap.
     with pg_cluster.connect(database) as conn, conn.transaction():
         conn.execute("lock table sales.customer in access exclusive mode")
@@ -44,7 +44,7 @@ def test_two_backups_of_one_database_at_once_get_distinct_ids_and_both_restore(
 
 
 def test_a_prune_during_a_backup_leaves_the_upload_in_flight_alone(target_env, pg_cluster, big_database, gpg_env):
-    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(big_database)}
+    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.reader_url(big_database)}
     with open_target(Config.from_env(env)) as target:
         old = [craft_backup(target, big_database, when) for when in ("2020-01-01T10:00", "2020-01-02T10:00")]
         runner = start_remora("backup", env=env)

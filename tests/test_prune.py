@@ -58,11 +58,11 @@ def contents(target: Target) -> tuple[list[str], list[tuple[str, str]]]:
 def test_prune_keeps_what_the_policy_says_and_only_old_leftovers_go(
     target_env, pg_cluster, database, big_database, gpg_env, capsys
 ):
-    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(database)}
+    env = {**target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.reader_url(database)}
     label = database
     with open_target(Config.from_env(env)) as target:
         # old leftovers: a run killed mid-upload, and an archive whose run died before its manifest
-        killed = start_remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.url(big_database),
+        killed = start_remora("backup", env={**env, "REMORA_DATABASE_URL": pg_cluster.reader_url(big_database),
                                              "REMORA_LABEL": label})
         [killed_upload] = upload_in_flight(killed, target)
         killed.kill()
