@@ -12,9 +12,9 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, log, restore
+from runner import backup, catalog, log, restore, shutdown
 from runner.config import Config, Secret
-from runner.errors import RemoraError, UsageError
+from runner.errors import RemoraError, Terminated, UsageError
 from runner.processes import child_env
 from runner.targets import open_target
 
@@ -62,20 +62,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     log.configure()
     args = build_parser().parse_args(argv)
     try:
-        config = Config.from_env(
-            env,
-            target_url=args.target_url,
-            label=args.label,
-            database_url_env=getattr(args, "database_url_env", None),
-        )
-        log.redactor.add(config.secrets())
-        return _COMMANDS[args.command](args, config, env)
+        with shutdown.stop_on_signals():
+            config = Config.from_env(
+                env,
+                target_url=args.target_url,
+                label=args.label,
+                database_url_env=getattr(args, "database_url_env", None),
+            )
+            log.redactor.add(config.secrets())
+            return _COMMANDS[args.command](args, config, env)
     except RemoraError as e:
         logger.error(e.one_line(), exit_code=e.exit_code)
         return e.exit_code
-    except KeyboardInterrupt:
-        logger.error("interrupted; nothing that looks complete was left", exit_code=130)
-        return 130
+    except Terminated as e:
+        logger.error(f"{args.command} stopped by {e.name}; nothing that looks complete was left", exit_code=e.exit_code)
+        return e.exit_code
 
 
 def _backup(args, config: Config, env) -> int:
