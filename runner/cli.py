@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         logger.error(e.one_line(), exit_code=e.exit_code)
         return e.exit_code
     except Terminated as e:
-        logger.error(f"{args.command} stopped by {e.name}; nothing that looks complete was left", exit_code=e.exit_code)
+        logger.error(f"{args.command} stopped by {e.name}; nothing that looks complete was left",
+                     exit_code=e.exit_code)
         return e.exit_code
 
 

@@ -33,11 +33,16 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 def stop_on_signals() -> Iterator[None]:
     """Inside, the first SIGTERM or SIGINT raises ``Terminated``; later ones are ignored."""
     previous = {signum: signal.signal(signum, _stop) for signum in _SIGNALS}
+    stopped = False
     try:
         yield
+    except Terminated:
+        stopped = True  # the signals stay ignored: the runner is on its way out
+        raise
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        if not stopped:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def _stop(signum: int, _frame) -> None:

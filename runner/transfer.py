@@ -44,8 +44,7 @@ class PartSender:
         self._raise_first_failure()
         self._slots.acquire()
         future: concurrent.futures.Future = concurrent.futures.Future()
-        thread = threading.Thread(target=self._run, args=(future, number, data), name=f"part-{number}", daemon=True)
-        thread.start()
+        threading.Thread(target=self._run, args=(future, number, data), name=f"part-{number}", daemon=True).start()
         self._pending.append(future)
 
     def _run(self, future: concurrent.futures.Future, number: int, data: bytes) -> None:

@@ -16,6 +16,7 @@ from tests.faults.harness import MIB, FaultRun, Stored, assert_outcome
 from tests.faults.proxy import FaultProxy
 from tests.faults.table import ATTEMPTS, FAULTS, Fault
 from tests.helpers import REPO, target_folder
+from tests.servers.postgres import add_blob_table
 from tests.servers.sshd import running_sshd, sftp_env
 
 # fast retries and a short patience, so that the suite stays quick; a row may change them
@@ -30,12 +31,7 @@ RUNNER_ENV = {
 def medium_database(pg_cluster) -> str:
     """The sample schema and 12 MiB of incompressible bytes: an archive of two SFTP parts, three S3 parts."""
     name = pg_cluster.create_database()
-    with pg_cluster.connect(name) as conn:
-        conn.execute("create table blob (id int primary key, data bytea)")
-        conn.execute(
-            "insert into blob select r, (select decode(string_agg(md5(random()::text || r || g), ''), 'hex')"
-            " from generate_series(1, 65536) g) from generate_series(1, 12) r"
-        )
+    add_blob_table(pg_cluster, name, 12)
     return name
 
 

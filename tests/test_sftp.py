@@ -327,15 +327,16 @@ def test_killed_server_is_transient(tmp_path):
 
 def test_dropped_connection_is_reopened_for_the_next_part(tmp_path):
     data = os.urandom(3 * MIB)
-    env = {"REMORA_RETRY_BACKOFF_MAX": "0.1"}
-    with running_sshd(tmp_path / "sshd") as server, open_target(Config.from_env({**sftp_env(server, server.root), **env})) as target:
-        job = target.begin("db/one.dump.gpg")
-        job.send(1, data[:MIB])
-        server.drop_connections()
-        job.send(2, data[MIB : 2 * MIB])  # the retries reconnect
-        job.send(3, data[2 * MIB :])
-        job.complete()
-        assert read_all(target, "db/one.dump.gpg") == data
+    with running_sshd(tmp_path / "sshd") as server:
+        env = {**sftp_env(server, server.root), "REMORA_RETRY_BACKOFF_MAX": "0.1"}
+        with open_target(Config.from_env(env)) as target:
+            job = target.begin("db/one.dump.gpg")
+            job.send(1, data[:MIB])
+            server.drop_connections()
+            job.send(2, data[MIB : 2 * MIB])  # the retries reconnect
+            job.send(3, data[2 * MIB :])
+            job.complete()
+            assert read_all(target, "db/one.dump.gpg") == data
         assert files_under(server.root) == ["db/one.dump.gpg"]
 
 

@@ -20,10 +20,10 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import errno
 import io
 import itertools
 import posixpath
-import errno
 import secrets
 import socket
 import stat
@@ -86,7 +86,9 @@ class _Server:
 def from_url(parts: SplitResult, config: Config) -> SFTPTarget:
     """Connect to the server an sftp:// URL names, with the configured key and pinned host key."""
     config.require("sftp_private_key", "sftp_known_hosts")
-    server = _Server(unquote(parts.username or ""), parts.hostname or "", parts.port or 22, config.storage_timeout)
+    server = _Server(
+        unquote(parts.username or ""), parts.hostname or "", parts.port or 22, timeout=config.storage_timeout
+    )
     root = unquote(parts.path)
     if not root.startswith("/"):
         raise UsageError(

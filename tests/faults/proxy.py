@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import socket
 import struct
 import threading
@@ -147,7 +148,8 @@ class FaultProxy:
         frozen = threading.Event()
         up, down = (client, upstream), (upstream, client)
         watched, other = (down, up) if getattr(fault, "down", False) else (up, down)
-        threading.Thread(target=self._pump, args=other, kwargs={"frozen": frozen, "throttle": other == up}, daemon=True).start()
+        pump_other = functools.partial(self._pump, *other, frozen=frozen, throttle=other == up)
+        threading.Thread(target=pump_other, daemon=True).start()
         if not self._pump(*watched, limit=getattr(fault, "after", None), throttle=watched == up):
             return  # the connection ended before the fault's moment came
         self._fire(fault)
@@ -238,7 +240,8 @@ def _operation(head: bytes) -> str:
         return {"POST": "CompleteMultipartUpload", "DELETE": "AbortMultipartUpload"}.get(method, "ListParts")
     if "list-type" in query:
         return "ListObjectsV2"
-    return {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}.get(method, method)
+    plain = {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}
+    return plain.get(method, method)
 
 
 def _content_length(head: bytes) -> int:

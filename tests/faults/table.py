@@ -172,7 +172,8 @@ def restore_drops(run: FaultRun) -> Finished:
 
 
 FAULTS = [
-    Fault("sftp-drops", "connection dropped 3 times mid-upload (FIN, RST, FIN), before and after a part was confirmed",
+    Fault("sftp-drops",
+          "connection dropped 3 times mid-upload (FIN, RST, FIN), before and after a part was confirmed",
           ("sftp",), Restored(), sftp_drops),
     Fault("s3-drops", "connection dropped 3 times mid-part (FIN, RST, FIN)", ("s3",), Restored(), s3_drops),
     Fault("stall", "connection stalls mid-upload: no byte moves for longer than REMORA_STORAGE_TIMEOUT",
@@ -193,7 +194,8 @@ FAULTS = [
     Fault("wrong-secret", "wrong AWS secret key (S3 says SignatureDoesNotMatch)", ("s3",),
           Failed(6, "SignatureDoesNotMatch", retries=0), wrong_secret, http=True,
           env={"AWS_SECRET_ACCESS_KEY": "not-the-secret-key-0123456789"}),
-    Fault("host-key-changed", "after a drop, the server shows another host key", ("sftp",),
+    Fault("host-key-changed", "after a drop, the server shows another host key (refused at once, no further try)",
+          ("sftp",),
           Failed(6, "not the pinned one", retries=1), changed_host_key),
     Fault("unreachable", "after a drop, the server stays unreachable through every retry", ("sftp",),
           Failed(6, f"gave up after {ATTEMPTS} attempts", retries=ATTEMPTS - 1), unreachable),
