@@ -38,7 +38,7 @@ class Restored:
     """A complete backup whose restore equals the source."""
 
     def __str__(self) -> str:
-        return "complete backup, restored identical"
+        return "complete backup; its restore equals the source"
 
 
 @dataclasses.dataclass(frozen=True)
