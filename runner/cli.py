@@ -13,9 +13,9 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, check, log, prune, report, restore, retention
+from runner import backup, catalog, check, log, prune, report, restore, retention, shutdown
 from runner.config import Config, Secret
-from runner.errors import RemoraError, UsageError
+from runner.errors import RemoraError, Terminated, UsageError
 from runner.processes import child_env
 from runner.targets import open_target
 
@@ -92,19 +92,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = build_parser().parse_args(argv)
     config = None
     try:
-        if args.command == "check":  # it reports a bad configuration as one of its checks
-            return check.run(lambda: _config(args, env), child_env(env),
-                             allow_write=args.allow_write_credential, out=sys.stdout)
-        config = _config(args, env)
-        return _COMMANDS[args.command](args, config, env)
+        with shutdown.stop_on_signals():
+            if args.command == "check":  # it reports a bad configuration as one of its checks
+                return check.run(lambda: _config(args, env), child_env(env),
+                                 allow_write=args.allow_write_credential, out=sys.stdout)
+            config = _config(args, env)
+            return _COMMANDS[args.command](args, config, env)
     except RemoraError as e:
         logger.error(e.one_line(), exit_code=e.exit_code)
         if config is None and args.command == "backup":
             report.unconfigured(env, e)  # a launched run whose settings are wrong must not look lost
         return e.exit_code
-    except KeyboardInterrupt:
-        logger.error("interrupted; nothing that looks complete was left", exit_code=130)
-        return 130
+    except Terminated as e:
+        logger.error(f"{args.command} stopped by {e.name}; nothing that looks complete was left",
+                     exit_code=e.exit_code)
+        return e.exit_code
 
 
 def _config(args, env: Mapping[str, str]) -> Config:

@@ -60,6 +60,9 @@ class Config:
     retention          the policy ``prune`` applies (None: none configured, so prune refuses)
     control_url, run_id, run_token
                        set by the control plane on a run it launched: where to report, as whom
+    retry_attempts     tries of each storage call before a transient failure is given up
+    retry_backoff_max  seconds: the longest wait between two tries (the first waits about 0.5 s)
+    storage_timeout    seconds a storage connection may make no progress before it counts as dead
     """
 
     database_url_env: str = "REMORA_DATABASE_URL"
@@ -83,6 +86,9 @@ class Config:
     control_url: str | None = None
     run_id: str | None = None
     run_token: Secret | None = None
+    retry_attempts: int = 5
+    retry_backoff_max: float = 20.0
+    storage_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **flags: str | None) -> Config:
@@ -114,6 +120,9 @@ class Config:
             control_url=reader.text("REMORA_CONTROL_URL"),
             run_id=reader.text("REMORA_RUN_ID"),
             run_token=reader.secret("REMORA_RUN_TOKEN"),
+            retry_attempts=reader.integer("REMORA_RETRY_ATTEMPTS", 5, low=1, high=20),
+            retry_backoff_max=reader.seconds("REMORA_RETRY_BACKOFF_MAX", 20.0, low=0, high=600),
+            storage_timeout=reader.seconds("REMORA_STORAGE_TIMEOUT", 60.0, low=0.1, high=3600),
         )
         if config.target_url is not None:
             _check_target_url(config.target_url, problems)
@@ -200,6 +209,14 @@ class _Reader:
         except UsageError as e:
             self._problems.append(e.message)
             return None
+    def seconds(self, name: str, default: float, *, low: float, high: float) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        if not re.fullmatch(r"\d+(\.\d+)?", value) or not low <= float(value) <= high:
+            self._problems.append(f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}")
+            return default
+        return float(value)
 
 
 def _check_database_url(value: str) -> str | None:

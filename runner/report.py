@@ -22,7 +22,7 @@ import structlog
 from runner import log as logs
 from runner import transfer
 from runner.config import Config
-from runner.errors import RemoraError
+from runner.errors import RemoraError, Terminated
 from runner.manifest import Manifest
 
 log = structlog.get_logger()
@@ -30,6 +30,7 @@ log = structlog.get_logger()
 TIMEOUT = 5.0  # seconds per attempt: a slow control plane must not hold the backup up
 ATTEMPTS = 2
 RETRY_AFTER = 1.0
+STOPPING_TIMEOUT = 1.5  # seconds: the report of a run stopped by a signal, inside its 4 s to exit
 
 
 class Reporter:
@@ -40,15 +41,15 @@ class Reporter:
         self._token = token
         self._progress_failed = False
 
-    def send(self, event: dict) -> bool:
+    def send(self, event: dict, *, attempts: int = ATTEMPTS, timeout: float = TIMEOUT) -> bool:
         """Deliver one event; a failure is logged as a warning. True if it was delivered."""
         request = urllib.request.Request(
             self._url, data=json.dumps(event).encode(), method="POST",
             headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
         )
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
-                with urllib.request.urlopen(request, timeout=TIMEOUT):
+                with urllib.request.urlopen(request, timeout=timeout):
                     return True
             except urllib.error.HTTPError as e:
                 problem = f"HTTP {e.code}"
@@ -56,7 +57,7 @@ class Reporter:
                     break  # refused: asking again gets the same answer
             except (OSError, ValueError, http.client.HTTPException) as e:
                 problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
-            if attempt < ATTEMPTS:
+            if attempt < attempts:
                 time.sleep(RETRY_AFTER)
         log.warning("could not report to the control plane", report=event["type"], problem=problem)
         return False
@@ -86,8 +87,10 @@ def reporting(config: Config) -> Iterator[Reporter | None]:
     except RemoraError as e:
         reporter.send({"type": "failed", "exit_code": e.exit_code, "error": logs.redactor.scrub(e.one_line())})
         raise
-    except KeyboardInterrupt:
-        reporter.send({"type": "failed", "exit_code": 130, "error": "interrupted"})
+    except Terminated as e:
+        # one quick try: the runner must be gone before Heroku's SIGKILL, whatever the control plane does
+        reporter.send({"type": "failed", "exit_code": e.exit_code, "error": f"stopped by {e.name}"},
+                      attempts=1, timeout=STOPPING_TIMEOUT)
         raise
     except Exception as e:
         reporter.send({"type": "failed", "exit_code": 1, "error": f"internal error: {type(e).__name__}"})

@@ -4,10 +4,12 @@ Keys are '/'-separated paths relative to the target's root (the URL's path or pr
 ``mydb/2026/11/27/20261127T214800Z-3f9a2c.dump.gpg``.
 
 Errors: a backend raises ``TransientStorageError`` for failures worth retrying (timeouts,
-connection resets, 5xx, throttling) and ``StorageError`` for permanent ones (access denied, no
-such bucket, host key mismatch, disk full), always ``from`` the original exception.
-``ObjectNotFound`` (permanent) means the key does not exist. Retrying and in-flight limits are
-not the backend's business: ``runner.transfer`` wraps ``Upload.send`` with both.
+connection resets and drops, 5xx, throttling) and ``StorageError`` for permanent ones (access
+denied, no such bucket, host key mismatch, failed login, disk full, quota, permission denied),
+always ``from`` the original exception. ``ObjectNotFound`` (permanent) means the key does not
+exist. After a transient error the next call must work again if the server does (reconnecting
+as needed). Retrying is not the backend's business: ``runner.targets.retrying`` wraps every
+call of this interface, and ``runner.transfer`` limits the parts in flight.
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ class Target(abc.ABC):
         """The object's size and time; ``ObjectNotFound`` if there is none."""
 
     @abc.abstractmethod
-    def open(self, key: str) -> BinaryIO:
-        """A readable binary stream of the object (``read(n)``, ``close()``, context manager)."""
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        """A readable binary stream of the object from byte ``offset`` on (``read(n)``,
+        ``readinto(b)``, ``close()``, context manager)."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:

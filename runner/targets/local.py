@@ -67,9 +67,11 @@ class LocalTarget(Target):
         except OSError as e:
             raise _failure("read", self._path(key), e) from e
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")
+            stream = open(self._path(key), "rb")
+            stream.seek(offset)
+            return stream
         except FileNotFoundError as e:
             raise ObjectNotFound(f"no object {key}") from e
         except OSError as e:

@@ -145,15 +145,21 @@ def database_env(pg_cluster, database) -> dict[str, str]:
     return {"REMORA_DATABASE_URL": pg_cluster.reader_url(database)}
 
 
+def add_blob_table(cluster: Cluster, dbname: str, mib: int) -> None:
+    """A table ``blob`` of ``mib`` rows of 1 MiB of incompressible bytes."""
+    with cluster.connect(dbname) as conn:
+        conn.execute("create table blob (id int primary key, data bytea)")
+        # each row: 65,536 random md5 digests, decoded to bytes
+        conn.execute(
+            "insert into blob select r, (select decode(string_agg(md5(random()::text || r || g), ''), 'hex')"
+            " from generate_series(1, 65536) g) from generate_series(1, %s) r",
+            (mib,),
+        )
+
+
 @pytest.fixture(scope="session")
 def big_database(pg_cluster) -> str:
     """A database whose dump is about 64 MiB of incompressible bytes, for streams of many parts."""
     name = pg_cluster.create_database(sample=False)
-    with pg_cluster.connect(name) as conn:
-        conn.execute("create table blob (id int primary key, data bytea)")
-        # 64 rows of 1 MiB: 65,536 random md5 digests each, decoded to bytes
-        conn.execute(
-            "insert into blob select r, (select decode(string_agg(md5(random()::text || r || g), ''), 'hex')"
-            " from generate_series(1, 65536) g) from generate_series(1, 64) r"
-        )
+    add_blob_table(pg_cluster, name, 64)
     return name
