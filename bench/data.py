@@ -98,7 +98,7 @@ def ensure(cluster: Cluster, size_gb: float, *, log) -> str:
         _fill(conn, "blobs", _BLOB_ROWS, BLOBS_SHARE * size, {})
         conn.execute(_DOCS)
         _fill(conn, "docs", _DOC_ROWS, (1 - PGBENCH_SHARE - BLOBS_SHARE) * size, {"words": _vocabulary()})
-        conn.execute("vacuum (freeze, analyze)")  # hint bits set now, not by the first timed dump
+        conn.execute("vacuum (analyze)")  # hint bits set now, not by the first timed dump
     with cluster.connect() as conn:
         conn.execute(f'alter database "{building}" rename to "{name}"')
     log(f"generated {name} in {time.monotonic() - started:.0f} s")

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def describe(*, pg_dump: Path, server_version: str) -> dict[str, str]:
     """Everything that changes the figures when it changes."""
     return {
-        "CPU": f"{_cpuinfo('model name')}, {_cpuinfo('cpu MHz')} MHz, AES-NI: "
+        "CPU": f"{_cpuinfo('model name')}, {float(_cpuinfo('cpu MHz') or 0):.0f} MHz, AES-NI: "
                + ("yes" if "aes" in _cpuinfo("flags").split() else "no"),
         "cores": str(os.cpu_count()),
         "memory": f"{_meminfo_kib('MemTotal') / 2**20:.1f} GiB",

@@ -37,9 +37,6 @@ class Spread:
     def of(cls, values: list[float]) -> Spread:
         return cls(statistics.median(values), min(values), max(values))
 
-    def text(self, digits: int = 2) -> str:
-        return f"{self.median:.{digits}f} ({self.low:.{digits}f}–{self.high:.{digits}f})"
-
 
 @dataclasses.dataclass(frozen=True)
 class Figure:

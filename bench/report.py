@@ -35,7 +35,7 @@ def summary(results: dict) -> str:
     """The README's section: how the figures were made, and the figures."""
     machine = results["machine"]
     where = f"{machine['CPU']}, {machine['cores']} cores, {machine['memory']}; PostgreSQL {machine['PostgreSQL server']}"
-    lines = [*_heading(results), f"Machine: {where} (details in `bench/results/latest.md`).", ""]
+    lines = [*_heading(results), "", f"Machine: {where} (details in `bench/results/latest.md`).", ""]
     return "\n".join(lines + figures_table(results) + _leftovers(results))
 
 
@@ -43,12 +43,16 @@ def _heading(results: dict) -> list[str]:
     settings = results["settings"]
     return [
         f"`{results['command']}` at commit {results['machine']['commit']}, {results['started_at']}, "
-        f"in {results['duration_s'] / 60:.0f} min. Databases of {', '.join(f'{s:g}' for s in settings['sizes_gb'])} GB; "
+        f"in {_duration(results['duration_s'])}. Databases of {', '.join(f'{s:g}' for s in settings['sizes_gb'])} GB; "
         f"every row runs at {settings['sizes_gb'][0]:g} GB, the peak-RSS row at each size.",
         "",
-        f"Each figure is the median (min–max) of {settings['repeats']} alternating rounds (baseline, "
+        f"Each figure is the median (min–max) of {settings['repeats']} alternating round(s) (baseline, "
         "candidates, baseline, …); a ratio is taken round by round against the baseline run in the same round.",
     ]
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def figures_table(results: dict) -> list[str]:

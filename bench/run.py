@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = Settings(sizes=args.sizes, repeats=args.repeats, rows=args.rows, results=args.results,
                         cache=args.cache.resolve())
-    command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])
+    command = f"python -m bench --sizes {','.join(f'{s:g}' for s in settings.sizes)} --repeats {settings.repeats}"
+    command += f" --rows {','.join(settings.rows)}" if settings.rows else ""
     with tempfile.TemporaryDirectory(prefix="remora-bench-") as scratch:
         with started(settings.cache, Path(scratch)) as servers:
             results = execute(servers, settings, Path(scratch), command=command)
@@ -90,8 +91,8 @@ def execute(servers: Servers, settings: Settings, work: Path, *, command: str) -
     started_at = datetime.datetime.now(datetime.timezone.utc)
     bench = Bench(servers, settings, work)
     data.prune(servers.cluster)
-    figures, errors = [], []
-    for row in rows.selected(settings.rows):
+    figures, errors, selected = [], [], rows.selected(settings.rows)
+    for row in selected:
         bench.log(f"row {rows.name(row)}: {row.TITLE}")
         try:
             figures += row.run(bench)
@@ -105,7 +106,7 @@ def execute(servers: Servers, settings: Settings, work: Path, *, command: str) -
         "started_at": started_at.strftime("%Y-%m-%d %H:%M UTC"),
         "duration_s": round(time.monotonic() - bench.started, 1),
         "settings": {"sizes_gb": list(settings.sizes), "repeats": settings.repeats,
-                     "rows": [rows.name(row) for row in rows.selected(settings.rows)]},
+                     "rows": [rows.name(row) for row in selected]},
         "machine": machine.describe(pg_dump=bench.pg_dump, server_version=server_version),
         "databases": [{"size_gb": size, **data.describe(servers.cluster, name)}
                       for size, name in sorted(bench.databases.items())],

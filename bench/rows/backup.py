@@ -24,11 +24,13 @@ def run(bench: Bench) -> list[Figure]:
     }
     samples = rounds(variants, repeats=bench.settings.repeats, log=lambda m: bench.log(f"backup: {m}"))
     floor, naive = values(samples["pg_dump"], "s"), values(samples["naive"], "s")
+    cpu = {name: statistics.median(values(series, "cpu_s")) for name, series in samples.items()}
     figures = []
     for scheme in TARGETS:
         seconds = values(samples[scheme], "s")
         rss = statistics.median(values(samples[scheme], "peak_rss_mib"))
-        notes = f"runner's peak RSS {rss:.1f} MiB"
+        notes = (f"runner's peak RSS {rss:.1f} MiB; CPU time (the server's not counted): runner, pg_dump and gpg "
+                 f"{cpu[scheme]:.1f} s, pg_dump alone {cpu['pg_dump']:.1f} s, naive pipeline {cpu['naive']:.1f} s")
         figures.append(Figure(
             row="backup", name=f"backup wall time, {scheme}://", unit="s", candidate=seconds,
             baseline_name=f"`pg_dump -Fc --compress={bench.compression}` > /dev/null (the runner's compression)",
@@ -45,7 +47,7 @@ def run(bench: Bench) -> list[Figure]:
 
 
 def _pg_dump(bench: Bench, database: str) -> Sample:
-    return {"s": timed(bench.dump_argv(), env=bench.libpq_env(database), timeout=bench.timeout(bench.main_size))}
+    return timed(bench.dump_argv(), env=bench.libpq_env(database), timeout=bench.timeout(bench.main_size))
 
 
 def _naive(bench: Bench, database: str) -> Sample:
@@ -55,14 +57,13 @@ def _naive(bench: Bench, database: str) -> Sample:
     gpg = ["gpg", "--homedir", str(key.home), "--batch", "--encrypt", "--recipient", key.fingerprint]
     try:
         with open(output, "wb") as sink:
-            seconds = timed([str(bench.pg_dump), "-Fc"], gpg, env=bench.libpq_env(database),
-                            timeout=bench.timeout(bench.main_size), stdout=sink)
+            return timed([str(bench.pg_dump), "-Fc"], gpg, env=bench.libpq_env(database),
+                         timeout=bench.timeout(bench.main_size), stdout=sink)
     finally:
         output.unlink(missing_ok=True)
-    return {"s": seconds}
 
 
 def _runner(bench: Bench, database: str, scheme: str) -> Sample:
     with bench.target(scheme) as target_env:
         backup = bench.backup(database, target_env)
-    return {"s": backup.seconds, "peak_rss_mib": backup.peak_rss_mib}
+    return {"s": backup.seconds, "cpu_s": backup.cpu_seconds, "peak_rss_mib": backup.peak_rss_mib}

@@ -24,7 +24,7 @@ def run(bench: Bench) -> list[Figure]:
     samples = rounds(variants, repeats=bench.settings.repeats, log=lambda m: bench.log(f"compression: {m}"))
     seconds, default_seconds = values(samples["runner"], "s"), values(samples["default"], "s")
     size, default_size = values(samples["runner"], "MB"), values(samples["default"], "MB")
-    text = ", ".join(t for t in data.TEXT_TABLES)
+    text = ", ".join(data.TEXT_TABLES)
     return [
         Figure(
             row="compression", name=f"dump speed at the runner's `--compress={bench.compression}` (tables {text})",
@@ -47,7 +47,7 @@ def _dump(bench: Bench, database: str, options: list[str]) -> Sample:
     argv = [str(bench.pg_dump), "--format=custom", "--no-password", *options, TEXT_ONLY]
     try:
         with open(output, "wb") as sink:
-            seconds = timed(argv, env=bench.libpq_env(database), timeout=bench.timeout(bench.main_size), stdout=sink)
-        return {"s": seconds, "MB": output.stat().st_size / 1e6}
+            sample = timed(argv, env=bench.libpq_env(database), timeout=bench.timeout(bench.main_size), stdout=sink)
+        return {**sample, "MB": output.stat().st_size / 1e6}
     finally:
         output.unlink(missing_ok=True)

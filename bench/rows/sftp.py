@@ -60,10 +60,10 @@ def _openssh(bench: Bench, ciphertext: Path, ciphers: set[str]) -> Sample:
                 "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 "-o", f"UserKnownHostsFile={_file(bench.work / 'known_hosts', sshd.known_hosts_line)}",
                 "-o", "GlobalKnownHostsFile=/dev/null", f"{sshd.user}@{sshd.host}"]
-        seconds = timed(argv, env=base_env(), timeout=bench.timeout(bench.main_size), stderr=stderr)
+        sample = timed(argv, env=base_env(), timeout=bench.timeout(bench.main_size), stderr=stderr)
         stderr.seek(0)
         ciphers.update(name.decode() for name in _OPENSSH_CIPHER.findall(stderr.read()))
-    return {"s": seconds}
+    return sample
 
 
 def _runner(bench: Bench, ciphertext: Path, ciphers: set[str]) -> Sample:

@@ -9,7 +9,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -51,13 +51,11 @@ def _as_postgres_user() -> dict:
 
 
 @contextlib.contextmanager
-def running_cluster(bin_dir: Path = PG_BIN, *, keep: Path | None = None,
-                    settings: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+def running_cluster(bin_dir: Path = PG_BIN, *, keep: Path | None = None) -> Iterator[Cluster]:
     """initdb a cluster, start it on a free port, stop it after; remove it unless it lives in ``keep``.
 
     ``keep`` (the benchmarks' cache) holds a cluster that outlives the run: it is initialised only
     once, keeps its password, and is stopped cleanly so that the next start needs no recovery.
-    ``settings`` are extra server settings (``-c name=value``).
     """
     initdb, pg_ctl = require_tool(bin_dir / "initdb"), require_tool(bin_dir / "pg_ctl")
     # not under pytest's tmp folders: they are private to root, and the server may run as 'postgres'
@@ -72,7 +70,6 @@ def running_cluster(bin_dir: Path = PG_BIN, *, keep: Path | None = None,
             subprocess.run([str(pg_ctl), "-D", str(data), "-m", "fast", "stop"], capture_output=True, **user_args)
         port = free_port()
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
-        options += "".join(f" -c {name}={value}" for name, value in (settings or {}).items())
         subprocess.run(
             [str(pg_ctl), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"],
             check=True, capture_output=True, **user_args,
