@@ -61,7 +61,6 @@ class Bench:
         """The database of ``size_gb`` (the main size by default), generated the first time."""
         size_gb = self.main_size if size_gb is None else size_gb
         if size_gb not in self.databases:
-            self.log(f"database of {size_gb:g} GB: generating unless cached")
             self.databases[size_gb] = data.ensure(self.cluster, size_gb, log=self.log)
         return self.databases[size_gb]
 

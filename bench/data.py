@@ -88,6 +88,7 @@ def ensure(cluster: Cluster, size_gb: float, *, log) -> str:
         if conn.execute("select 1 from pg_database where datname = %s", [name]).fetchone():
             return name
         building = "building_" + name
+        log(f"generating {name}")
         conn.execute(f'drop database if exists "{building}"')
         conn.execute(f'create database "{building}"')
     started = time.monotonic()

@@ -1,4 +1,4 @@
-"""The benchmark harness, run tiny on the test servers, so that `make bench` cannot rot."""
+"""The benchmark harness: run tiny on the test servers, so that `make bench` cannot rot; and its verdicts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import shutil
 
 from bench import report, rows
+from bench.measure import Figure, Goal, ratios
 from bench.context import Settings
 from bench.run import execute
 from bench.servers import Servers
@@ -51,3 +52,16 @@ def test_a_tiny_benchmark_runs_every_row_and_writes_both_results_files(
     assert report.summary(results) in after
     assert after.split(report.README_BEGIN)[0] == before.split(report.README_BEGIN)[0]
     assert after.split(report.README_END)[1] == before.split(report.README_END)[1]
+
+
+def test_a_figure_is_judged_on_its_median_ratio_or_its_largest_value_and_says_by_how_much_it_misses():
+    at_most = Goal("≤ 1.10×", at_most=1.10)
+    slow = Figure(row="r", name="n", unit="s", candidate=[12.0, 13.0, 30.0], goal=at_most,
+                  baseline=[10.0, 10.0, 10.0], ratios=ratios([12.0, 13.0, 30.0], [10.0, 10.0, 10.0]))
+    assert slow.ratios == [1.2, 1.3, 3.0]
+    assert slow.verdict() == (False, "misses by 18.2% (above 1.1)")  # the median, 1.3, not the outlier
+    assert Goal("≥ 0.5×", at_least=0.5).judge(0.4) == (False, "misses by 20.0% (below 0.5)")
+    assert Goal("within 10%", at_least=0.9, at_most=1.1).judge(1.05) == (True, "pass")
+    largest = Figure(row="r", name="n", unit="MiB", candidate=[90.0, 160.0, 95.0],
+                     goal=Goal("≤ 150", at_most=150.0, on="max"))
+    assert largest.verdict() == (False, "misses by 6.7% (above 150)")

@@ -89,6 +89,7 @@ def _init(initdb: Path, base: Path, user_args: dict) -> None:
     base.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(base / "data", ignore_errors=True)  # what a killed initdb left
     pwfile = base / "pwfile"
+    pwfile.touch(mode=0o600)
     pwfile.write_text("pw-" + secrets.token_hex(12) + "\n")
     if user_args:
         shutil.chown(base, "postgres", "postgres")
