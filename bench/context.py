@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import secrets
 import shutil
 import sys
@@ -13,13 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench import data
-from bench.commands import RunnerRun, runner, timed
+from bench.commands import RunnerRun, runner
 from bench.servers import Servers
 from runner import postgres
-from tests.helpers import base_env, libpq_env
+from tests.helpers import PG_BIN, base_env, libpq_env
 from tests.servers.seaweed import s3_env
 from tests.servers.sshd import sftp_env
 
+READER = "bench_reader"  # what every backup and dump connects as: a credential that can read, not write
+_READER_SQL = f"""
+do $$ begin
+    if not exists (select from pg_roles where rolname = '{READER}') then
+        create role {READER} login in role pg_read_all_data;
+    end if;
+end $$
+"""
 TIMEOUT_BASE = 300  # seconds any command may take, plus TIMEOUT_PER_GB for each GB of its database
 TIMEOUT_PER_GB = 900
 
@@ -33,19 +42,31 @@ class Settings:
     cache: Path
 
 
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A runner backup of the main database, kept in a folder for the rows that read one."""
+
+    url: str  # the file:// target holding it
+    id: str
+    ciphertext: Path
+    manifest: dict
+
+
 class Bench:
     """The rows' way to the servers: databases on demand, fresh targets, and shared preparations."""
+
+    pg_dump = PG_BIN / "pg_dump"  # what the runner finds too: the server's major version
+    pg_restore = PG_BIN / "pg_restore"
 
     def __init__(self, servers: Servers, settings: Settings, work: Path):
         self.servers, self.settings, self.work = servers, settings, work
         self.cluster = servers.cluster
         self.started = time.monotonic()
         self.databases: dict[float, str] = {}  # size in GB: name, as generated or found
+        self._reader_password = "rpw-" + secrets.token_hex(12)
         with servers.cluster.connect() as conn:
-            server_major = int(conn.execute("show server_version_num").fetchone()[0]) // 10000
-        self.pg_dump, major = postgres.find_tool("pg_dump", server_major)
-        self.pg_restore, _ = postgres.find_tool("pg_restore", server_major)
-        self.compression = postgres.archive_compression(major)  # the runner's own choice
+            conn.execute(_READER_SQL)
+            conn.execute(f"alter role {READER} password '{self._reader_password}'")
 
     @property
     def main_size(self) -> float:
@@ -64,17 +85,23 @@ class Bench:
             self.databases[size_gb] = data.ensure(self.cluster, size_gb, log=self.log)
         return self.databases[size_gb]
 
-    def libpq_env(self, database: str) -> dict[str, str]:
-        """The environment for a PostgreSQL tool connecting to ``database`` (no password in argv)."""
-        return {**base_env(), **libpq_env(self.cluster.url(database)), "PGDATABASE": database}
+    def reader_url(self, database: str) -> str:
+        """The read-only credential's URL: what a backup is given."""
+        return self.cluster.url(database, user=READER, password=self._reader_password)
+
+    def libpq_env(self, database: str, *, write: bool = False) -> dict[str, str]:
+        """The environment for a tool connecting to ``database``: as the reader unless ``write``."""
+        url = self.cluster.url(database) if write else self.reader_url(database)
+        return {**base_env(), **libpq_env(url), "PGDATABASE": database}
+
+    @functools.cached_property
+    def compression(self) -> str:
+        """The runner's own archive compression, as its manifest records it."""
+        return self.prepared_backup.manifest["compression"]
 
     def dump_argv(self, *, compression: str | None = None) -> list[str]:
         """pg_dump writing a custom archive to stdout, at the runner's compression unless told."""
         return postgres.dump_argv(self.pg_dump, compression=compression or self.compression)
-
-    def warm(self, database: str) -> None:
-        """Read the whole database once, untimed, so that the first timed run starts as warm as the rest."""
-        timed(self.dump_argv(compression="0"), env=self.libpq_env(database), timeout=self.timeout(self.main_size))
 
     @contextlib.contextmanager
     def target(self, scheme: str) -> Iterator[dict[str, str]]:
@@ -105,15 +132,17 @@ class Bench:
 
     def backup(self, database: str, target_env: dict[str, str]) -> RunnerRun:
         """``remora-backup backup`` of ``database`` into the target ``target_env`` names."""
-        env = {**target_env, "REMORA_DATABASE_URL": self.cluster.url(database),
+        env = {**target_env, "REMORA_DATABASE_URL": self.reader_url(database),
                "REMORA_GPG_PUBLIC_KEYS": self.servers.key.public}
         return runner("backup", env=env, timeout=self.timeout(max(self.settings.sizes)))
 
     @functools.cached_property
-    def prepared_backup(self) -> tuple[str, str, Path]:
-        """A runner backup of the main database kept in a folder: (target URL, id, ciphertext file)."""
+    def prepared_backup(self) -> Prepared:
+        """A runner backup of the main database, made the first time a row asks for it."""
+        self.log("preparing a backup of the main database with the runner (untimed)")
         folder = self.work / "prepared"
         folder.mkdir()
-        run = self.backup(self.database(), {"REMORA_TARGET_URL": f"file://{folder}"})
-        [ciphertext] = folder.rglob(f"{run.stdout}.dump.gpg")
-        return f"file://{folder}", run.stdout, ciphertext
+        backup_id = self.backup(self.database(), {"REMORA_TARGET_URL": f"file://{folder}"}).stdout
+        [ciphertext] = folder.rglob(f"{backup_id}.dump.gpg")
+        [manifest] = folder.rglob(f"{backup_id}.manifest.json")
+        return Prepared(f"file://{folder}", backup_id, ciphertext, json.loads(manifest.read_text()))

@@ -42,7 +42,7 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
         started = datetime.datetime.now(datetime.timezone.utc)
         backup_id = catalog.new_id(started)
         log.info("backup started", id=backup_id, label=label, database=server.dbname, target=config.target_url)
-        compression = postgres.archive_compression(dump_major)
+        compression = "zstd" if dump_major >= 16 else "1"
         stored = _store(
             target,
             catalog.archive_key(label, backup_id),

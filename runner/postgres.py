@@ -118,11 +118,6 @@ def tool_major(tool: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def archive_compression(dump_major: int) -> str:
-    """pg_dump's ``--compress`` for backups: zstd where pg_dump has it (16+), else gzip's fastest level."""
-    return "zstd" if dump_major >= 16 else "1"
-
-
 def dump_argv(pg_dump: Path, *, compression: str) -> list[str]:
     """pg_dump writing a custom-format archive to stdout; the connection comes from PG*."""
     return [str(pg_dump), "--format=custom", f"--compress={compression}", "--no-password"]

@@ -60,13 +60,13 @@ def _new_database(bench: Bench) -> Iterator[str]:
 def _pg_restore(bench: Bench, archive: Path) -> Sample:
     with _new_database(bench) as name, open(archive, "rb") as source:
         argv = postgres.restore_argv(bench.pg_restore, dbname=name, clean=False, jobs=1)
-        return timed(argv, env=bench.libpq_env(name), timeout=bench.timeout(bench.main_size), stdin=source)
+        return timed(argv, env=bench.libpq_env(name, write=True), timeout=bench.timeout(bench.main_size), stdin=source)
 
 
 def _runner(bench: Bench) -> Sample:
-    url, backup_id, _ciphertext = bench.prepared_backup
+    prepared = bench.prepared_backup
     with _new_database(bench) as name:
-        env = {"REMORA_TARGET_URL": url, "REMORA_GPG_PRIVATE_KEY": bench.servers.key.private,
+        env = {"REMORA_TARGET_URL": prepared.url, "REMORA_GPG_PRIVATE_KEY": bench.servers.key.private,
                "RESTORE_URL": bench.cluster.url(name)}
-        restore = runner("restore", backup_id, "--to", "RESTORE_URL", env=env, timeout=bench.timeout(bench.main_size))
+        restore = runner("restore", prepared.id, "--to", "RESTORE_URL", env=env, timeout=bench.timeout(bench.main_size))
     return {"s": restore.seconds, "cpu_s": restore.cpu_seconds}

@@ -29,7 +29,7 @@ _OPENSSH_CIPHER = re.compile(rb"kex: client->server cipher: (\S+)")
 
 
 def run(bench: Bench) -> list[Figure]:
-    _url, _id, ciphertext = bench.prepared_backup
+    ciphertext = bench.prepared_backup.ciphertext
     mib = ciphertext.stat().st_size / 2**20
     ciphers: dict[str, set[str]] = {"OpenSSH": set(), "runner": set()}
     variants = {
