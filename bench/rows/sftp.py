@@ -40,6 +40,8 @@ def run(bench: Bench) -> list[Figure]:
     runner_speed = [mib / s for s in values(samples["runner"], "s")]
     openssh_speed = [mib / s for s in values(samples["openssh"], "s")]
     used = ", ".join(f"{who} {'/'.join(sorted(names)) or 'unknown'}" for who, names in ciphers.items())
+    if ciphers["OpenSSH"] != ciphers["runner"]:
+        used += " (not the same: the comparison is not like for like)"
     return [Figure(
         row="sftp", name=f"SFTP upload of {mib:.0f} MiB of the runner's ciphertext (runner.transfer, paramiko)",
         unit="MiB/s", candidate=runner_speed,
