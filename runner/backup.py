@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import __version__, catalog, crypto, postgres
+from runner import __version__, catalog, crypto, postgres, privileges
 from runner.config import Config
 from runner.errors import DumpError
 from runner.manifest import Manifest
@@ -30,44 +30,43 @@ from runner.transfer import upload_stream
 log = structlog.get_logger()
 
 
-def run(config: Config, env: Mapping[str, str]) -> Manifest:
+def run(config: Config, env: Mapping[str, str], *, allow_write_credential: bool = False) -> Manifest:
     """Back the database up and return the manifest written for it."""
-    config.require("database_url", "target_url", "gpg_public_keys")
-    params = postgres.connection_params(config.database_url, variable=config.database_url_env)
-    server = postgres.inspect(params, variable=config.database_url_env)
-    pg_dump, dump_major = postgres.find_tool("pg_dump", server.major)
+    plan = _preflight(config, env, allow_write_credential=allow_write_credential)
     label = config.storage_label
-    with crypto.Keyring(env) as keyring, open_target(config) as target:
-        recipients = keyring.import_public(config.gpg_public_keys)
-        started = datetime.datetime.now(datetime.timezone.utc)
-        backup_id = catalog.new_id(started)
-        log.info("backup started", id=backup_id, label=label, database=server.dbname, target=config.target_url)
-        compression = "zstd" if dump_major >= 16 else "1"
-        stored = _store(
-            target,
-            catalog.archive_key(label, backup_id),
-            dump_argv=postgres.dump_argv(pg_dump, compression=compression),
-            dump_env=postgres.libpq_env(params, env),
-            encrypt_argv=crypto.encrypt_argv(keyring.home, recipients),
-            encrypt_env=env,
-        )
-        manifest = Manifest(
-            id=backup_id,
-            label=label,
-            database=server.dbname,
-            server_version=server.version,
-            pg_dump_version=dump_major,
-            archive_format="custom",
-            compression=compression,
-            recipients=recipients,
-            dump_bytes=stored.dump_bytes,
-            encrypted_bytes=stored.encrypted_bytes,
-            sha256=stored.sha256,
-            started_at=_iso(started),
-            finished_at=_iso(datetime.datetime.now(datetime.timezone.utc)),
-            runner_version=__version__,
-        )
-        _commit(target, manifest)
+    with crypto.Keyring(env) as keyring:
+        recipients = [r.fingerprint for r in keyring.import_public(config.gpg_public_keys)]
+        with open_target(config) as target:
+            started = datetime.datetime.now(datetime.timezone.utc)
+            backup_id = catalog.new_id(started)
+            log.info("backup started", id=backup_id, label=label, database=plan.server.dbname,
+                     target=config.target_url)
+            stored = _store(
+                target,
+                catalog.archive_key(label, backup_id),
+                dump_argv=postgres.dump_argv(plan.pg_dump, compression=plan.compression),
+                dump_env=postgres.libpq_env(plan.params, env),
+                encrypt_argv=crypto.encrypt_argv(keyring.home, recipients),
+                encrypt_env=env,
+            )
+            manifest = Manifest(
+                id=backup_id,
+                label=label,
+                database=plan.server.dbname,
+                server_version=plan.server.version,
+                pg_dump_version=plan.dump_major,
+                archive_format="custom",
+                compression=plan.compression,
+                recipients=recipients,
+                dump_bytes=stored.dump_bytes,
+                encrypted_bytes=stored.encrypted_bytes,
+                sha256=stored.sha256,
+                started_at=_iso(started),
+                finished_at=_iso(datetime.datetime.now(datetime.timezone.utc)),
+                runner_version=__version__,
+                credential=plan.credential,
+            )
+            _commit(target, manifest)
     log.info(
         "backup complete",
         id=backup_id,
@@ -76,6 +75,29 @@ def run(config: Config, env: Mapping[str, str]) -> Manifest:
         peak_rss_mib=_peak_rss_mib(),
     )
     return manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    params: dict[str, str]
+    server: postgres.Server
+    credential: str  # "read-only" or "read-write"
+    pg_dump: Path
+    dump_major: int
+    compression: str
+
+
+def _preflight(config: Config, env: Mapping[str, str], *, allow_write_credential: bool) -> _Plan:
+    """The checks that can refuse a backup, made before the target is even opened."""
+    config.require("database_url", "target_url", "gpg_public_keys")
+    variable = config.database_url_env
+    params = postgres.connection_params(config.database_url, variable=variable)
+    with postgres.connect(params, variable=variable) as conn:
+        server = postgres.server_facts(conn)
+        credential = privileges.check(conn, variable=variable, allow_write=allow_write_credential)
+    pg_dump, dump_major = postgres.find_tool("pg_dump", server.major, path=env.get("PATH", ""))
+    compression = postgres.dump_compression(pg_dump, dump_major)
+    return _Plan(params, server, credential, pg_dump, dump_major, compression)
 
 
 def _commit(target: Target, manifest: Manifest) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import re
 import secrets
+from typing import NamedTuple
 
 from runner.errors import ObjectNotFound, UsageError
 from runner.manifest import Manifest
@@ -51,13 +52,35 @@ def read_manifest(target: Target, key: str) -> Manifest:
         return Manifest.from_bytes(stream.read(), key=key)
 
 
+def id_time(backup_id: str) -> datetime.datetime:
+    """When a backup started, to the second, as its id says."""
+    _check_id(backup_id)
+    return datetime.datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
+
+
+class BackupFile(NamedTuple):
+    label: str
+    id: str
+    suffix: str  # ARCHIVE_SUFFIX or MANIFEST_SUFFIX
+
+
+def parse_key(key: str) -> BackupFile | None:
+    """What ``key`` holds if it is where a backup's archive or manifest belongs; None for any other key."""
+    label, name = key.split("/", 1)[0], key.rsplit("/", 1)[-1]
+    for suffix in (ARCHIVE_SUFFIX, MANIFEST_SUFFIX):
+        backup_id = name.removesuffix(suffix)
+        if _ID.fullmatch(backup_id) and key == _folder(label, backup_id) + suffix:
+            return BackupFile(label, backup_id, suffix)
+    return None
+
+
 def manifest_keys(target: Target, label: str | None) -> dict[str, str]:
     """Every complete backup's id → manifest key, for one label or for all."""
     found = {}
     for info in target.list(f"{label}/" if label else ""):
-        name = info.key.rsplit("/", 1)[-1]
-        if name.endswith(MANIFEST_SUFFIX) and _ID.fullmatch(name[: -len(MANIFEST_SUFFIX)]):
-            found[name[: -len(MANIFEST_SUFFIX)]] = info.key
+        file = parse_key(info.key)
+        if file is not None and file.suffix == MANIFEST_SUFFIX:
+            found[file.id] = info.key
     return found
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import re
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, log, restore
+from runner import backup, catalog, check, log, prune, report, restore, retention, shutdown
 from runner.config import Config, Secret
-from runner.errors import RemoraError, UsageError
+from runner.errors import RemoraError, Terminated, UsageError
 from runner.processes import child_env
 from runner.targets import open_target
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("backup", "dump, encrypt and store the database")
     sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
+    _allow_write(sub)
     sub = command("list", "list complete backups, oldest first")
     sub.add_argument("--json", action="store_true", help="print the manifests as JSON")
     sub = command("verify", "check a backup's checksum (and with --decrypt, that it decrypts)")
@@ -47,7 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("ref", metavar="ID|latest")
     sub.add_argument("--output", required=True, type=Path, metavar="FILE")
     sub.add_argument("--decrypt", action="store_true", help="write the decrypted pg_dump archive")
+    sub = command("prune", "delete the backups the retention policy does not keep, and old leftovers")
+    sub.add_argument("--keep", metavar="POLICY", help=f"overrides REMORA_RETENTION, e.g. {retention.EXAMPLE}")
+    sub.add_argument("--dry-run", action="store_true", help="print the plan and delete nothing")
+    sub.add_argument(
+        "--leftover-age", type=_hours, default=prune.DEFAULT_LEFTOVER_AGE, metavar="HOURS",
+        help="leftovers younger than this are kept, as a running backup's may be (default 24)",
+    )
+    sub = command("check", "check the configuration, credential, pg_dump, keys and target; store nothing")
+    sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
+    _allow_write(sub)
     return parser
+
+
+def _allow_write(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--allow-write-credential", action="store_true",
+        help="go on (with a warning) when the database credential can change the database",
+    )
 
 
 def _positive(text: str) -> int:
@@ -56,30 +75,58 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _hours(text: str) -> datetime.timedelta:
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = 0.0
+    if not 0 < hours < 100_000:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of hours above 0")
+    return datetime.timedelta(hours=hours)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run one command; return its exit code."""
     env = dict(os.environ if env is None else env)
     log.configure()
     args = build_parser().parse_args(argv)
+    config = None
     try:
-        config = Config.from_env(
-            env,
-            target_url=args.target_url,
-            label=args.label,
-            database_url_env=getattr(args, "database_url_env", None),
-        )
-        log.redactor.add(config.secrets())
-        return _COMMANDS[args.command](args, config, env)
+        with shutdown.stop_on_signals():
+            if args.command == "check":  # it reports a bad configuration as one of its checks
+                return check.run(lambda: _config(args, env), child_env(env),
+                                 allow_write=args.allow_write_credential, out=sys.stdout)
+            config = _config(args, env)
+            return _COMMANDS[args.command](args, config, env)
     except RemoraError as e:
         logger.error(e.one_line(), exit_code=e.exit_code)
+        if config is None and args.command == "backup":
+            report.unconfigured(env, e)  # a launched run whose settings are wrong must not look lost
         return e.exit_code
-    except KeyboardInterrupt:
-        logger.error("interrupted; nothing that looks complete was left", exit_code=130)
-        return 130
+    except Terminated as e:
+        logger.error(f"{args.command} stopped by {e.name}; nothing that looks complete was left",
+                     exit_code=e.exit_code)
+        return e.exit_code
+
+
+def _config(args, env: Mapping[str, str]) -> Config:
+    """The configuration from ``env`` and the flags; its secrets are redacted from logs from now on."""
+    config = Config.from_env(
+        env,
+        target_url=args.target_url,
+        label=args.label,
+        database_url_env=getattr(args, "database_url_env", None),
+        keep=getattr(args, "keep", None),
+    )
+    log.redactor.add(config.secrets())
+    return config
 
 
 def _backup(args, config: Config, env) -> int:
-    manifest = backup.run(config, child_env(env))
+    with report.reporting(config) as reporter:
+        manifest = backup.run(config, child_env(env), allow_write_credential=args.allow_write_credential)
+        if reporter is not None:
+            reporter.succeeded(manifest)
     print(manifest.id)
     return 0
 
@@ -119,6 +166,13 @@ def _download(args, config: Config, env) -> int:
     return 0
 
 
+def _prune(args, config: Config, env) -> int:
+    prune.run(
+        config, dry_run=args.dry_run, leftover_age=args.leftover_age, report=lambda line: print(line, flush=True)
+    )
+    return 0
+
+
 def _database_url(value: str, env: Mapping[str, str]) -> Secret:
     """``--to`` takes a URL, or the name of a variable that holds one (keeping the password out of argv)."""
     if re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
@@ -133,7 +187,9 @@ def _database_url(value: str, env: Mapping[str, str]) -> Secret:
     return url
 
 
-_COMMANDS = {"backup": _backup, "list": _list, "verify": _verify, "restore": _restore, "download": _download}
+_COMMANDS = {
+    "backup": _backup, "list": _list, "verify": _verify, "restore": _restore, "download": _download, "prune": _prune,
+}
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 from runner.errors import UsageError
+from runner.retention import Policy, parse as parse_policy
 
 TARGET_SCHEMES = ("file", "s3", "sftp")
 MIB = 1024 * 1024
@@ -56,6 +57,12 @@ class Config:
     aws_*              boto3's own settings, passed explicitly
     s3_part_size       bytes per multipart part (grows past 1,000 parts to stay under 10,000)
     s3_in_flight       parts uploading at once; memory is about (in_flight + 1) × part size
+    retention          the policy ``prune`` applies (None: none configured, so prune refuses)
+    control_url, run_id, run_token
+                       set by the control plane on a run it launched: where to report, as whom
+    retry_attempts     tries of each storage call before a transient failure is given up
+    retry_backoff_max  seconds: the longest wait between two tries (the first waits about 0.5 s)
+    storage_timeout    seconds a storage connection may make no progress before it counts as dead
     """
 
     database_url_env: str = "REMORA_DATABASE_URL"
@@ -75,6 +82,13 @@ class Config:
     aws_endpoint_url: str | None = None
     s3_part_size: int = 16 * MIB
     s3_in_flight: int = 3
+    retention: Policy | None = None
+    control_url: str | None = None
+    run_id: str | None = None
+    run_token: Secret | None = None
+    retry_attempts: int = 5
+    retry_backoff_max: float = 20.0
+    storage_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **flags: str | None) -> Config:
@@ -102,6 +116,13 @@ class Config:
             aws_endpoint_url=reader.text("AWS_ENDPOINT_URL_S3"),
             s3_part_size=reader.integer("REMORA_S3_PART_SIZE_MB", 16, low=5, high=5120) * MIB,
             s3_in_flight=reader.integer("REMORA_S3_CONCURRENCY", 3, low=1, high=32),
+            retention=reader.policy("REMORA_RETENTION", flag=flags.get("keep")),
+            control_url=reader.text("REMORA_CONTROL_URL"),
+            run_id=reader.text("REMORA_RUN_ID"),
+            run_token=reader.secret("REMORA_RUN_TOKEN"),
+            retry_attempts=reader.integer("REMORA_RETRY_ATTEMPTS", 5, low=1, high=20),
+            retry_backoff_max=reader.seconds("REMORA_RETRY_BACKOFF_MAX", 20.0, low=0, high=600),
+            storage_timeout=reader.seconds("REMORA_STORAGE_TIMEOUT", 60.0, low=0.1, high=3600),
         )
         if config.target_url is not None:
             _check_target_url(config.target_url, problems)
@@ -177,6 +198,25 @@ class _Reader:
             self._problems.append(f"{name} must be a whole number from {low} to {high}, not {value!r}")
             return default
         return int(value)
+
+    def policy(self, name: str, *, flag: str | None) -> Policy | None:
+        """A retention policy from ``--keep`` if given, else from variable ``name``."""
+        source, value = ("--keep", flag) if flag is not None else (name, self.text(name))
+        if value is None:
+            return None
+        try:
+            return parse_policy(value, source=source)
+        except UsageError as e:
+            self._problems.append(e.message)
+            return None
+    def seconds(self, name: str, default: float, *, low: float, high: float) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        if not re.fullmatch(r"\d+(\.\d+)?", value) or not low <= float(value) <= high:
+            self._problems.append(f"{name} must be a number of seconds from {low:g} to {high:g}, not {value!r}")
+            return default
+        return float(value)
 
 
 def _check_database_url(value: str) -> str | None:

@@ -57,3 +57,16 @@ class IntegrityError(RemoraError):
     """A checksum mismatch, a missing manifest, or a corrupt archive."""
 
     exit_code = 7
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGINT arrived: stop now. Exit code 128 + the signal's number, as shells report it.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way out (a
+    retry, an error translation) mistakes it for a failure to handle.
+    """
+
+    def __init__(self, signum: int, name: str):
+        super().__init__(name)
+        self.name = name
+        self.exit_code = 128 + signum

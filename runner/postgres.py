@@ -6,11 +6,12 @@ password reaches pg_dump and pg_restore through their environment, never their a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
-import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import psycopg
@@ -73,19 +74,34 @@ def libpq_env(params: dict[str, str], base: Mapping[str, str]) -> dict[str, str]
     return {**base, **{_ENV_NAMES[key]: value for key, value in params.items()}}
 
 
-def inspect(params: dict[str, str], *, variable: str) -> Server:
-    """Connect once and read what the backup needs to know about the server."""
+@contextlib.contextmanager
+def connect(params: dict[str, str], *, variable: str) -> Iterator[psycopg.Connection]:
+    """A read-only session on the database; failing to connect, or to query, is a credential error."""
     try:
-        with psycopg.connect(**params, connect_timeout=int(params.get("connect_timeout", 15))) as conn:
-            row = conn.execute(
-                "select current_database(), current_setting('server_version_num')::int"
-            ).fetchone()
+        conn = psycopg.connect(**params, connect_timeout=int(params.get("connect_timeout", 15)))
     except psycopg.OperationalError as e:
         raise CredentialError(
             f"cannot connect with {variable}: {_first_line(e)}",
             hint="check the host, the database name and the credential",
         ) from e
+    conn.read_only = True  # our own queries can't change anything either
+    try:
+        with conn:
+            yield conn
+    except psycopg.Error as e:
+        raise CredentialError(f"cannot inspect the database with {variable}: {_first_line(e)}") from e
+
+
+def server_facts(conn: psycopg.Connection) -> Server:
+    """What the backup needs to know about the server."""
+    row = conn.execute("select current_database(), current_setting('server_version_num')::int").fetchone()
     return Server(dbname=row[0], version_num=row[1])
+
+
+def inspect(params: dict[str, str], *, variable: str) -> Server:
+    """Connect once and read what the backup needs to know about the server."""
+    with connect(params, variable=variable) as conn:
+        return server_facts(conn)
 
 
 def _first_line(error: Exception) -> str:
@@ -93,22 +109,27 @@ def _first_line(error: Exception) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def find_tool(name: str, server_major: int, *, search: list[Path] | None = None) -> tuple[Path, int]:
-    """The ``pg_dump``/``pg_restore`` whose major is the server's, else the oldest newer one."""
-    candidates: dict[int, Path] = {}
-    dirs = [Path(p) for p in (search if search is not None else [shutil.which(name) or ""])]
-    dirs = [p.parent if p.name == name else p for p in dirs if str(p)] + TOOL_DIRS
-    for folder in dirs:
+def find_tool(name: str, server_major: int, *, path: str) -> tuple[Path, int]:
+    """The ``pg_dump``/``pg_restore`` whose major is the server's, else the oldest newer one.
+
+    Looks in every folder of ``path`` (a PATH value), then in Debian's /usr/lib/postgresql/*/bin.
+    An older tool is never used: pg_dump refuses a newer server, and pg_restore a newer archive.
+    """
+    found: dict[int, Path] = {}
+    for folder in [Path(p) for p in path.split(os.pathsep) if p] + TOOL_DIRS:
         tool = folder / name
-        if tool.is_file() and (major := tool_major(tool)) >= server_major:
-            candidates.setdefault(major, tool)
-    if not candidates:
+        # not a link to another name: Debian's pg_wrapper picks a version of its own at each run
+        if tool.is_file() and os.access(tool, os.X_OK) and tool.resolve().name == name:
+            found.setdefault(tool_major(tool), tool)
+    usable = [major for major in found if major >= server_major]
+    if not usable:
+        seen = ", ".join(f"{name} {major} ({tool})" for major, tool in sorted(found.items())) or "none"
         raise UsageError(
-            f"no {name} of version {server_major} or newer found for a PostgreSQL {server_major} server",
-            hint=f"install postgresql-client-{server_major}",
+            f"needs {name} {server_major} or newer for PostgreSQL {server_major}; found: {seen}",
+            hint=f"install postgresql-client-{server_major}, or put its bin folder on PATH",
         )
-    major = min(candidates)
-    return candidates[major], major
+    major = min(usable)
+    return found[major], major
 
 
 def tool_major(tool: Path) -> int:
@@ -116,6 +137,26 @@ def tool_major(tool: Path) -> int:
     out = subprocess.run([str(tool), "--version"], env={}, capture_output=True, text=True, check=False).stdout
     match = re.search(r"\)\s+(\d+)", out)
     return int(match.group(1)) if match else -1
+
+
+def dump_compression(pg_dump: Path, major: int) -> str:
+    """zstd where this pg_dump has it (16 and later, if built with it), else gzip at level 1.
+
+    Level 1 by measurement (pg_dump 15, 95 MiB of mixed text, numbers and JSON): level 1 made
+    24 MiB in 1.7 s, level 6 22 MiB in 2.3 s, level 9 22 MiB in 4.0 s. A few percent smaller is
+    not worth a dump that waits on gzip instead of the network.
+    """
+    if major >= 16 and _accepts_zstd(pg_dump):
+        return "zstd"
+    return "1"
+
+
+def _accepts_zstd(pg_dump: Path) -> bool:
+    # pg_dump checks --compress before it connects: a build without zstd says so at once, and
+    # one with it goes on to try a connection to a socket that does not exist.
+    argv = [str(pg_dump), "--compress=zstd", "--schema-only", "--no-password", "--dbname=host=/nonexistent dbname=x"]
+    probe = subprocess.run(argv, env={}, capture_output=True, text=True, check=False)
+    return "compress" not in probe.stderr.lower()
 
 
 def dump_argv(pg_dump: Path, *, compression: str) -> list[str]:

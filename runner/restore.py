@@ -107,7 +107,7 @@ def verify(config: Config, target: Target, manifest: Manifest, env: Mapping[str,
     if not decrypt:
         check_object(target, manifest)
         return
-    pg_restore, _ = postgres.find_tool("pg_restore", manifest.pg_dump_version)
+    pg_restore, _ = postgres.find_tool("pg_restore", manifest.pg_dump_version, path=env.get("PATH", ""))
     with private_keyring(config, env) as keyring, verified_spool(target, manifest) as spool:
         with ProcessGroup() as group:
             gpg = decrypt_into(group, keyring, config, source=spool, stdout=-1, env=env)
@@ -147,7 +147,9 @@ def restore(
     """Restore the checked, decrypted archive into the database at ``to_url``."""
     params = postgres.connection_params(to_url, variable="--to")
     server = postgres.inspect(params, variable="--to")
-    pg_restore, _ = postgres.find_tool("pg_restore", max(manifest.pg_dump_version, server.major))
+    # pg_restore must read the archive and speak to the server: as new as the newer of the two
+    needed = max(manifest.pg_dump_version, server.major)
+    pg_restore, _ = postgres.find_tool("pg_restore", needed, path=env.get("PATH", ""))
     tool_env = postgres.libpq_env(params, env)
     with private_keyring(config, env) as keyring, verified_spool(target, manifest) as spool:
         log.info("restoring", id=manifest.id, database=params["dbname"], jobs=jobs)

@@ -1,87 +1,74 @@
-"""Moving a byte stream into a target: parts, checksums, retries, bounded concurrency, progress.
+"""Moving a byte stream into a target: parts, checksums, bounded concurrency, progress.
 
-Retries and the in-flight limit wrap ``Upload.send`` here, once, instead of living in every
-backend. A part is retried from the bytes already in memory, never by re-reading the source.
-Memory is bounded by (in-flight parts + the one being filled) × part size.
+Retries are not here: the target comes wrapped in ``runner.targets.retrying``, which retries each
+part from the bytes held in memory, never by re-reading the source. Memory is bounded by
+(in-flight parts + the one being filled) × part size.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import threading
 import time
 from typing import BinaryIO
 
 import structlog
-import tenacity
 
-from runner.errors import StorageError, TransientStorageError
 from runner.targets import Upload
 
 log = structlog.get_logger()
 
-ATTEMPTS = 5
-BACKOFF_FIRST = 0.5  # seconds
-BACKOFF_MAX = 20.0
 PROGRESS_EVERY = 5.0  # seconds
-
-
-def retrying(call, *args, what: str):
-    """Run ``call(*args)``, retrying transient storage errors with capped, jittered backoff."""
-    retryer = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TransientStorageError),
-        stop=tenacity.stop_after_attempt(ATTEMPTS),
-        wait=tenacity.wait_exponential_jitter(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX, jitter=BACKOFF_FIRST),
-        before_sleep=lambda state: log.warning(
-            "retrying", what=what, attempt=state.attempt_number, error=state.outcome.exception().message
-        ),
-        reraise=True,
-    )
-    try:
-        return retryer(call, *args)
-    except TransientStorageError as e:
-        raise StorageError(f"{e.message} (gave up after {ATTEMPTS} attempts)", hint=e.hint) from e
+_progress_listeners: list = []  # callables given the bytes done each time progress is logged
 
 
 class PartSender:
-    """Sends numbered parts through an Upload, at most ``in_flight`` at once, each with retries."""
+    """Sends numbered parts through an Upload, at most ``in_flight`` at once.
+
+    With one in flight, parts go on the caller's thread. Otherwise each part gets a daemon
+    thread of its own, so that a stop (SIGTERM) never waits for a send stuck on a dead link:
+    neither the runner's cleanup nor the interpreter's exit joins them.
+    """
 
     def __init__(self, upload: Upload, *, in_flight: int):
         self._upload = upload
-        self._pool = (
-            concurrent.futures.ThreadPoolExecutor(in_flight, thread_name_prefix="part")
-            if in_flight > 1
-            else None
-        )
+        self._in_flight = in_flight
         self._slots = threading.BoundedSemaphore(in_flight)
         self._pending: list[concurrent.futures.Future] = []
 
     def send(self, number: int, data: bytes) -> None:
-        """Queue a part; blocks while ``in_flight`` parts are already being sent."""
-        if self._pool is None:
-            retrying(self._upload.send, number, data, what=f"part {number}")
+        """Send a part, or queue it; blocks while ``in_flight`` parts are already being sent."""
+        if self._in_flight == 1:
+            self._upload.send(number, data)
             return
-        self._raise_first_failure(wait=False)
+        self._raise_first_failure()
         self._slots.acquire()
-        future = self._pool.submit(retrying, self._upload.send, number, data, what=f"part {number}")
-        future.add_done_callback(lambda _: self._slots.release())
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        threading.Thread(target=self._run, args=(future, number, data), name=f"part-{number}", daemon=True).start()
         self._pending.append(future)
+
+    def _run(self, future: concurrent.futures.Future, number: int, data: bytes) -> None:
+        try:
+            self._upload.send(number, data)
+        except BaseException as e:  # handed to the caller's thread, which raises it
+            future.set_exception(e)
+        else:
+            future.set_result(None)
+        finally:
+            self._slots.release()
 
     def finish(self) -> None:
         """Wait for every part; raise the first failure."""
-        self._raise_first_failure(wait=True)
-        self.close()
+        self.wait()
+        self._raise_first_failure()
 
-    def close(self) -> None:
-        if self._pool is not None:
-            for future in self._pending:
-                future.cancel()
-            self._pool.shutdown(wait=True)
+    def wait(self) -> None:
+        """Wait until no part is being sent."""
+        concurrent.futures.wait(self._pending)
 
-    def _raise_first_failure(self, *, wait: bool) -> None:
-        if wait:
-            concurrent.futures.wait(self._pending)
+    def _raise_first_failure(self) -> None:
         for future in self._pending:
             if future.done() and future.exception() is not None:
                 raise future.exception()
@@ -107,6 +94,18 @@ class Progress:
                 mib_s=round(done / elapsed / 2**20, 1),
                 elapsed_s=round(elapsed, 1),
             )
+            for listener in _progress_listeners:
+                listener(done)
+
+
+@contextlib.contextmanager
+def progress_listener(callback):
+    """Have ``callback(bytes_done)`` called whenever progress is logged, inside the block."""
+    _progress_listeners.append(callback)
+    try:
+        yield
+    finally:
+        _progress_listeners.remove(callback)
 
 
 def upload_stream(source: BinaryIO, upload: Upload, *, in_flight: int) -> tuple[int, str]:
@@ -133,8 +132,11 @@ def upload_stream(source: BinaryIO, upload: Upload, *, in_flight: int) -> tuple[
                 break
             number += 1
         sender.finish()
-    finally:
-        sender.close()
+    except Exception:
+        # Let parts in flight end before the caller aborts: a part that lands after an S3
+        # abort can bring the upload back. A stop (BaseException) does not wait.
+        sender.wait()
+        raise
     return total, digest.hexdigest()
 
 

@@ -39,7 +39,7 @@ def main() -> None:
         env = {
             "PATH": os.environ["PATH"],
             "HOME": os.environ.get("HOME", scratch),
-            "REMORA_DATABASE_URL": cluster.url(source),
+            "REMORA_DATABASE_URL": cluster.reader_url(source),
             "REMORA_TARGET_URL": f"file://{scratch}/backups",
             "REMORA_GPG_PUBLIC_KEYS": key.public,
             "REMORA_GPG_PRIVATE_KEY": key.private,

@@ -8,6 +8,9 @@ need=()
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v gpg >/dev/null || need+=(gnupg)
+# the dashboard test drives the system browser through its own driver: nothing is downloaded
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
@@ -25,7 +28,7 @@ stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/seaweedfs.txt -nt "$stamp" ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e ".[test,bench]"
+    .venv/bin/pip install --quiet -e ".[test,control,bench]"
     .venv/bin/pip install --quiet --require-hashes -r requirements/seaweedfs.txt
     touch "$stamp"
 fi

@@ -5,6 +5,8 @@ pytest_plugins = [
     "tests.servers.gpg",
     "tests.servers.sshd",
     "tests.servers.seaweed",
+    "tests.servers.heroku",
+    "tests.controlplane",
 ]
 
 import pytest

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from runner import catalog
+from runner.manifest import Manifest
+from runner.targets import Leftover, Target
 
 REPO = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -43,15 +49,26 @@ def target_folder(env: dict[str, str]) -> Path:
     return Path(urlsplit(env["REMORA_TARGET_URL"]).path)
 
 
+def leftovers(env: dict[str, str], request) -> list[str]:
+    """Everything the target holds: objects, temporary files, open multipart uploads."""
+    url = urlsplit(env["REMORA_TARGET_URL"])
+    if url.scheme == "s3":
+        client = request.getfixturevalue("s3_server").client()
+        objects = client.list_objects_v2(Bucket=url.netloc).get("Contents", [])
+        uploads = client.list_multipart_uploads(Bucket=url.netloc).get("Uploads", [])
+        return [o["Key"] for o in objects] + [f"upload {u['Key']}" for u in uploads]
+    return sorted(str(p) for p in target_folder(env).rglob("*") if p.is_file())
+
+
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr}"
     return result
 
 
-def dump_sql(url: str) -> str:
+def dump_sql(url: str, *, bin_dir: Path = PG_BIN) -> str:
     """A database's whole content as SQL, for comparing a restore with its source."""
     result = subprocess.run(
-        [str(PG_BIN / "pg_dump"), "--no-owner", "--no-acl", "--dbname", url.rsplit("/", 1)[1]],
+        [str(bin_dir / "pg_dump"), "--no-owner", "--no-acl", "--dbname", url.rsplit("/", 1)[1]],
         env={**base_env(), **libpq_env(url)},
         capture_output=True,
         text=True,
@@ -66,3 +83,32 @@ def libpq_env(url: str) -> dict[str, str]:
     parts = urlsplit(url)
     return {"PGHOST": parts.hostname, "PGPORT": str(parts.port), "PGUSER": parts.username,
             "PGPASSWORD": parts.password}
+
+
+def craft_backup(target: Target, label: str, when: str, *, manifest: bool = True) -> str:
+    """A backup taken at ``when`` (ISO, UTC) made cheaply: a stand-in archive and its manifest, written directly.
+
+    Without ``manifest`` it is what a run that died before committing leaves: an archive alone.
+    """
+    moment = datetime.datetime.fromisoformat(when).replace(tzinfo=datetime.timezone.utc)
+    backup_id = catalog.new_id(moment)
+    target.put(catalog.archive_key(label, backup_id), b"stand-in ciphertext")
+    if manifest:
+        stamp = f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+        target.put(catalog.manifest_key(label, backup_id), Manifest(
+            id=backup_id, label=label, database=label, server_version="15.0", pg_dump_version=15,
+            archive_format="custom", compression="1", recipients=[], dump_bytes=0, encrypted_bytes=19,
+            sha256="0" * 64, started_at=stamp, finished_at=stamp, runner_version="test",
+        ).to_bytes())
+    return backup_id
+
+
+def upload_in_flight(runner: subprocess.Popen, target: Target, timeout: float = 60) -> list[Leftover]:
+    """Wait until ``runner`` has begun its upload to ``target`` and sent some bytes; return the target's leftovers."""
+    deadline = time.monotonic() + timeout
+    while not (found := target.leftovers()):
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline, "the runner never began an upload"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the upload begins before pg_dump starts: let some bytes flow
+    return found

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 
@@ -38,3 +41,16 @@ def with_marker(marker: str) -> list[int]:
         for p in Path("/proc").iterdir()
         if p.name.isdigit() and int(p.name) != os.getpid() and needle in _read(p / "environ")
     ]
+
+
+def kill_encrypting_gpg(runner: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGKILL the runner's gpg --encrypt (not the short-lived gpg runs that import keys)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, argv in children_of(runner.pid):
+            if "--encrypt" in argv:
+                time.sleep(0.2)  # let some bytes flow first
+                os.kill(pid, signal.SIGKILL)
+                return
+        time.sleep(0.01)
+    raise AssertionError("gpg --encrypt never started")

@@ -17,6 +17,7 @@ def test_backup_restores_identically_through_the_runner(target_env, pg_cluster, 
 
     listed = json.loads(ok(remora("list", "--json", env=env)).stdout)
     assert [m["id"] for m in listed] == [backup_id]
+    assert listed[0]["credential"] == "read-only"  # database_env is the read-only role
     ok(remora("verify", backup_id, env=env))
     ok(remora("verify", "latest", "--decrypt", env=env))
 
@@ -98,7 +99,7 @@ def test_restore_over_an_existing_database_needs_clean_and_is_all_or_nothing(
 ):
     with pg_cluster.connect(database) as conn:
         conn.execute("drop table sales.orders cascade")  # see the partitioned case below
-    env = {**file_target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(database)}
+    env = {**file_target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.reader_url(database)}
     ok(remora("backup", env=env))
     copy = pg_cluster.create_database(sample=False)
     to = {**env, "TO_URL": pg_cluster.url(copy)}
@@ -129,8 +130,8 @@ def test_clean_over_partitioned_tables_fails_whole_and_changes_nothing(file_targ
 
 def test_backups_of_several_databases_in_one_target(file_target_env, pg_cluster, gpg_env, database):
     other = pg_cluster.create_database()
-    first = {**file_target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.url(database)}
-    second = {**first, "REMORA_DATABASE_URL": pg_cluster.url(other)}
+    first = {**file_target_env, **gpg_env, "REMORA_DATABASE_URL": pg_cluster.reader_url(database)}
+    second = {**first, "REMORA_DATABASE_URL": pg_cluster.reader_url(other)}
     first_id = ok(remora("backup", env=first)).stdout.strip()
     second_id = ok(remora("backup", env=second)).stdout.strip()
 

@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import paramiko
 import pytest
@@ -23,10 +24,12 @@ from tests.servers.util import free_port, require_tool
 MIB = 1024 * 1024
 
 
-def connect(env: dict[str, str], **changes: str | None):
-    """Open the target that ``env`` (with ``changes``; None removes a variable) configures."""
+def connect(env: dict[str, str], **changes: str | None) -> sftp.SFTPTarget:
+    """The SFTP backend that ``env`` (with ``changes``; None removes a variable) configures,
+    without the retries that wrap it in the runner."""
     merged = {**env, **changes}
-    return open_target(Config.from_env({k: v for k, v in merged.items() if v is not None}))
+    config = Config.from_env({k: v for k, v in merged.items() if v is not None})
+    return sftp.from_url(urlsplit(config.target_url), config)
 
 
 def files_under(path: Path) -> list[str]:
@@ -324,20 +327,34 @@ def test_killed_server_is_transient(tmp_path):
 
 def test_dropped_connection_is_reopened_for_the_next_part(tmp_path):
     data = os.urandom(3 * MIB)
+    with running_sshd(tmp_path / "sshd") as server:
+        env = {**sftp_env(server, server.root), "REMORA_RETRY_BACKOFF_MAX": "0.1"}
+        with open_target(Config.from_env(env)) as target:
+            job = target.begin("db/one.dump.gpg")
+            job.send(1, data[:MIB])
+            server.drop_connections()
+            job.send(2, data[MIB : 2 * MIB])  # the retries reconnect
+            job.send(3, data[2 * MIB :])
+            job.complete()
+            assert read_all(target, "db/one.dump.gpg") == data
+        assert files_under(server.root) == ["db/one.dump.gpg"]
+
+
+def test_a_part_is_not_resumed_into_a_file_that_lost_confirmed_parts(tmp_path):
     with running_sshd(tmp_path / "sshd") as server, connect(sftp_env(server, server.root)) as target:
         job = target.begin("db/one.dump.gpg")
-        job.send(1, data[:MIB])
+        job.send(1, b"x" * MIB)
         server.drop_connections()
-        for attempt in range(5):  # what runner.transfer does: retry the part after a transient error
-            try:
-                job.send(2, data[MIB : 2 * MIB])
-                break
-            except TransientStorageError:
-                assert attempt < 4
-        job.send(3, data[2 * MIB :])
-        job.complete()
-        assert read_all(target, "db/one.dump.gpg") == data
-        assert files_under(server.root) == ["db/one.dump.gpg"]
+        with pytest.raises(TransientStorageError):
+            job.send(2, b"y" * MIB)
+        [temp] = server.root.rglob("*.part")
+        temp.write_bytes(b"x" * 1000)  # the server lost most of part 1
+        with pytest.raises(StorageError) as excinfo:
+            job.send(2, b"y" * MIB)
+        assert not isinstance(excinfo.value, TransientStorageError)
+        assert f"holds 1000 bytes, not the {MIB} bytes confirmed" in refused(excinfo, 6)
+        job.abort()
+    assert files_under(server.root) == []
 
 
 def test_reading_asks_a_few_windows_ahead_however_large_the_object(sftp_target_env):

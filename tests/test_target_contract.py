@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import pytest
@@ -80,3 +81,33 @@ def test_an_empty_object(target):
     upload.send(1, b"")
     upload.complete()
     assert read(target, "db/empty") == b""
+
+
+def test_an_unfinished_upload_is_a_leftover_until_discarded(target):
+    started = datetime.datetime.now(datetime.timezone.utc)
+    upload = target.begin("db/2026/01/02/killed.dump.gpg")
+    upload.send(1, os.urandom(upload.part_size(1)))
+    target.begin("other/x").send(1, b"another label's")
+    target.put("db/2026/01/02/done.manifest.json", b"{}")
+
+    [leftover] = target.leftovers("db/")
+    assert leftover.key == "db/2026/01/02/killed.dump.gpg"
+    assert abs(leftover.modified - started) < datetime.timedelta(seconds=30)
+    assert {lo.key for lo in target.leftovers()} == {"db/2026/01/02/killed.dump.gpg", "other/x"}
+    assert [i.key for i in target.list("db/")] == ["db/2026/01/02/done.manifest.json"]
+
+    target.discard(leftover)
+    target.discard(leftover)  # twice is fine
+    assert [lo.key for lo in target.leftovers()] == ["other/x"]
+    upload.abort()  # what the killed run would have done: still harmless
+    assert [i.key for i in target.list()] == ["db/2026/01/02/done.manifest.json"]
+
+
+def test_completed_and_aborted_uploads_leave_no_leftover(target):
+    done = target.begin("db/done")
+    done.send(1, b"x")
+    done.complete()
+    aborted = target.begin("db/aborted")
+    aborted.send(1, b"y")
+    aborted.abort()
+    assert target.leftovers() == []

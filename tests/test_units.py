@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import os
 import re
 import subprocess
 import sys
@@ -57,18 +58,20 @@ def test_children_get_the_libpq_variables_and_no_config_var():
                    "PGDATABASE": "db", "PGSSLMODE": "require"}
 
 
-def test_find_tool_prefers_the_servers_major_and_refuses_older(tmp_path):
-    for major in (14, 15, 17):
+def test_find_tool_prefers_the_servers_major_then_the_oldest_newer_and_refuses_older(tmp_path):
+    for major in (14, 15, 17, 18):
         tool = tmp_path / str(major) / "pg_dump"
         tool.parent.mkdir()
         tool.write_text(f"#!/bin/sh\necho 'pg_dump (PostgreSQL) {major}.1'\n")
         tool.chmod(0o755)
-    search = [tmp_path / "14", tmp_path / "15", tmp_path / "17"]
+    path = os.pathsep.join(str(tmp_path / m) for m in ("18", "14", "17", "15"))
     postgres.TOOL_DIRS.clear()  # only the fake tools
-    assert postgres.find_tool("pg_dump", 15, search=search) == (tmp_path / "15" / "pg_dump", 15)
-    assert postgres.find_tool("pg_dump", 16, search=search) == (tmp_path / "17" / "pg_dump", 17)
-    with pytest.raises(UsageError, match="no pg_dump of version 18 or newer"):
-        postgres.find_tool("pg_dump", 18, search=search)
+    assert postgres.find_tool("pg_dump", 15, path=path) == (tmp_path / "15" / "pg_dump", 15)
+    assert postgres.find_tool("pg_dump", 16, path=path) == (tmp_path / "17" / "pg_dump", 17)
+    with pytest.raises(UsageError, match=r"needs pg_dump 19 or newer .* found: pg_dump 14 \(.*\), pg_dump 15"):
+        postgres.find_tool("pg_dump", 19, path=path)
+    postgres.TOOL_DIRS.append(tmp_path / "18")  # Debian's folders are searched too
+    assert postgres.find_tool("pg_dump", 18, path=str(tmp_path / "14")) == (tmp_path / "18" / "pg_dump", 18)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,7 @@
-"""Storage targets, chosen by URL scheme and imported lazily: file:// never imports boto3 or paramiko."""
+"""Storage targets, chosen by URL scheme and imported lazily: file:// never imports boto3 or paramiko.
+
+Every target comes wrapped in ``RetryingTarget``: retries live there, not in the backends.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +10,22 @@ from urllib.parse import urlsplit
 
 from runner.config import Config
 from runner.errors import UsageError
-from runner.targets.base import ObjectInfo, Target, Upload
+from runner.targets.base import Leftover, ObjectInfo, Target, Upload
+from runner.targets.retrying import RetryingTarget, RetryPolicy
 
-__all__ = ["ObjectInfo", "Target", "Upload", "open_target"]
+__all__ = ["Leftover", "ObjectInfo", "Target", "Upload", "open_target"]
 
 _BACKENDS = {"file": "runner.targets.local", "s3": "runner.targets.s3", "sftp": "runner.targets.sftp"}
 
 
 def open_target(config: Config) -> Target:
-    """Connect to the target that ``config.target_url`` names."""
+    """Connect to the target that ``config.target_url`` names, with retries around it."""
     config.require("target_url")
     parts = urlsplit(config.target_url)
     module = _BACKENDS.get(parts.scheme)
     if module is None:
         raise UsageError(f"REMORA_TARGET_URL scheme {parts.scheme!r} is not file://, s3:// or sftp://")
-    return importlib.import_module(module).from_url(parts, config)
+    policy = RetryPolicy(attempts=config.retry_attempts, backoff_max=config.retry_backoff_max)
+    connect = importlib.import_module(module).from_url
+    backend = policy.call(connect, parts, config, what=f"connect to {config.target_url}")
+    return RetryingTarget(backend, policy)

@@ -4,10 +4,12 @@ Keys are '/'-separated paths relative to the target's root (the URL's path or pr
 ``mydb/2026/11/27/20261127T214800Z-3f9a2c.dump.gpg``.
 
 Errors: a backend raises ``TransientStorageError`` for failures worth retrying (timeouts,
-connection resets, 5xx, throttling) and ``StorageError`` for permanent ones (access denied, no
-such bucket, host key mismatch, disk full), always ``from`` the original exception.
-``ObjectNotFound`` (permanent) means the key does not exist. Retrying and in-flight limits are
-not the backend's business: ``runner.transfer`` wraps ``Upload.send`` with both.
+connection resets and drops, 5xx, throttling) and ``StorageError`` for permanent ones (access
+denied, no such bucket, host key mismatch, failed login, disk full, quota, permission denied),
+always ``from`` the original exception. ``ObjectNotFound`` (permanent) means the key does not
+exist. After a transient error the next call must work again if the server does (reconnecting
+as needed). Retrying is not the backend's business: ``runner.targets.retrying`` wraps every
+call of this interface, and ``runner.transfer`` limits the parts in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime
+import re
 from typing import BinaryIO
 
 MIB = 1024 * 1024
@@ -25,6 +28,15 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime.datetime  # timezone-aware, UTC
+
+
+@dataclasses.dataclass(frozen=True)
+class Leftover:
+    """What an upload that never completed left behind: a temporary file or an open multipart upload."""
+
+    key: str  # the key the upload was writing
+    modified: datetime.datetime  # its last sign of life (timezone-aware, UTC)
+    handle: str  # the backend's own name for it: the temporary file's key, or the upload's id
 
 
 class Upload(abc.ABC):
@@ -85,8 +97,9 @@ class Target(abc.ABC):
         """The object's size and time; ``ObjectNotFound`` if there is none."""
 
     @abc.abstractmethod
-    def open(self, key: str) -> BinaryIO:
-        """A readable binary stream of the object (``read(n)``, ``close()``, context manager)."""
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        """A readable binary stream of the object from byte ``offset`` on (``read(n)``,
+        ``readinto(b)``, ``close()``, context manager)."""
 
     @abc.abstractmethod
     def delete(self, key: str) -> None:
@@ -100,3 +113,24 @@ class Target(abc.ABC):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    @abc.abstractmethod
+    def leftovers(self, prefix: str = "") -> list[Leftover]:
+        """What uploads of keys starting with ``prefix`` have left, not completed nor aborted.
+
+        A running upload is listed too, and looks like one that was killed: only its ``modified``,
+        which a running upload keeps recent, tells them apart.
+        """
+
+    @abc.abstractmethod
+    def discard(self, leftover: Leftover) -> None:
+        """Remove a leftover; one already gone is not an error. Never call it on a running upload."""
+
+
+_TEMPORARY = re.compile(r"(?P<folder>(?:.*/)?)\.(?P<name>[^/]+)\.[0-9a-f]{8}\.part")
+
+
+def upload_key_of(temp_key: str) -> str | None:
+    """The key a file or SFTP upload's temporary ``FOLDER/.NAME.RANDOM.part`` was for, if it is one."""
+    match = _TEMPORARY.fullmatch(temp_key)
+    return match["folder"] + match["name"] if match else None

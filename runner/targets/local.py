@@ -10,13 +10,14 @@ import datetime
 import errno
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import SplitResult, unquote
 
 from runner.config import Config
 from runner.errors import ObjectNotFound, StorageError
-from runner.targets.base import ObjectInfo, Target, Upload
+from runner.targets.base import Leftover, ObjectInfo, Target, Upload, upload_key_of
 
 _TEMP_SUFFIX = ".part"
 _FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -43,18 +44,20 @@ class LocalTarget(Target):
         return _LocalUpload(self._path(key))
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
+        return [info for info in self._files() if info.key.startswith(prefix) and not _is_temp(info.key)]
+
+    def _files(self) -> Iterator[ObjectInfo]:
+        """Every file under the root, temporary ones included; one removed while we look is skipped."""
         if not self.root.is_dir():
             raise StorageError(f"no folder {self.root}", hint="create it or fix REMORA_TARGET_URL")
-        found = []
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
-                if name.startswith(".") and name.endswith(_TEMP_SUFFIX):
-                    continue
                 path = Path(dirpath, name)
-                key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    found.append(self._info(key, path.stat()))
-        return found
+                try:
+                    st = path.stat()
+                except FileNotFoundError:  # completed, aborted or deleted meanwhile
+                    continue
+                yield self._info(path.relative_to(self.root).as_posix(), st)
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -64,9 +67,11 @@ class LocalTarget(Target):
         except OSError as e:
             raise _failure("read", self._path(key), e) from e
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")
+            stream = open(self._path(key), "rb")
+            stream.seek(offset)
+            return stream
         except FileNotFoundError as e:
             raise ObjectNotFound(f"no object {key}") from e
         except OSError as e:
@@ -82,6 +87,17 @@ class LocalTarget(Target):
     def _info(key: str, st: os.stat_result) -> ObjectInfo:
         modified = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc)
         return ObjectInfo(key=key, size=st.st_size, modified=modified)
+
+    def leftovers(self, prefix: str = "") -> list[Leftover]:
+        found = []
+        for info in self._files():
+            key = upload_key_of(info.key)
+            if key is not None and key.startswith(prefix):
+                found.append(Leftover(key, info.modified, handle=info.key))
+        return found
+
+    def discard(self, leftover: Leftover) -> None:
+        self.delete(leftover.handle)
 
 
 class _LocalUpload(Upload):
@@ -120,6 +136,11 @@ class _LocalUpload(Upload):
     def abort(self) -> None:
         self._file.close()
         self._temp.unlink(missing_ok=True)
+
+
+def _is_temp(key: str) -> bool:
+    name = key.rpartition("/")[2]
+    return name.startswith(".") and name.endswith(_TEMP_SUFFIX)
 
 
 def _fsync_dir(path: Path) -> None:

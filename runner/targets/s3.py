@@ -4,6 +4,9 @@ Archives go up as multipart uploads. Every part carries a SHA-256 we compute fro
 memory, and the server refuses a part whose bytes do not match it, so a transfer corrupted on
 the way is rejected (and retried) instead of stored. Nothing is visible under a key until
 ``complete()``; an aborted upload leaves nothing behind.
+
+botocore does not retry (``runner.targets.retrying`` does, once for every target), and waits
+``REMORA_STORAGE_TIMEOUT`` for a connection or an answer.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from runner.errors import (
     TransientStorageError,
     UsageError,
 )
-from runner.targets.base import MIB, ObjectInfo, Target, Upload
+from runner.targets.base import MIB, Leftover, ObjectInfo, Target, Upload
 
 log = structlog.get_logger()
 
@@ -51,6 +54,7 @@ _TRANSIENT_CODES = {
     "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeoutException",
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
     "RequestLimitExceeded", "TooManyRequestsException", "PriorRequestNotComplete",
+    "BandwidthLimitExceeded", "RequestThrottledException",
     # our checksum is of the bytes in memory: a mismatch means they were damaged on the way
     "BadDigest", "XAmzContentSHA256Mismatch", "InvalidDigest",
 }
@@ -77,10 +81,11 @@ def _client(config: Config):
     secret = config.aws_secret_access_key
     token = config.aws_session_token
     botocore_config = BotoConfig(
-        connect_timeout=10,
-        read_timeout=60,
-        # runner.transfer retries parts with backoff; botocore only smooths over a blip
-        retries={"mode": "standard", "total_max_attempts": 3},
+        connect_timeout=config.storage_timeout,
+        read_timeout=config.storage_timeout,
+        # retries live in runner.targets.retrying; botocore's own would multiply them, and hide
+        # from the log that a permanent error was tried once
+        retries={"mode": "standard", "total_max_attempts": 1},
         # we send our own SHA-256 per part; botocore's default would add a CRC32 of its own
         request_checksum_calculation="when_required",
         # a multipart object has a composite checksum that can't be checked against the
@@ -113,6 +118,7 @@ class S3Target(Target):
         self.base_part_size = part_size
         self.max_in_flight = in_flight
         self._open_uploads: set[_S3Upload] = set()
+        self.unsure_starts: set[str] = set()  # keys whose upload S3 may have started unanswered
         self._lock = threading.Lock()
 
     def full_key(self, key: str) -> str:
@@ -159,9 +165,10 @@ class S3Target(Target):
             head = self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
         return _info(key, head["ContentLength"], head["LastModified"])
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
+        ranged = {"Range": f"bytes={offset}-"} if offset else {}
         with self.errors("read", key):
-            body = self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self.full_key(key), **ranged)["Body"]
         return io.BufferedReader(_BodyReader(self, key, body), buffer_size=MIB)
 
     def delete(self, key: str) -> None:
@@ -185,6 +192,43 @@ class S3Target(Target):
             upload.abort()
         self.client.close()
 
+    def leftovers(self, prefix: str = "") -> list[Leftover]:
+        root = self.full_key("")
+        found = []
+        with self.errors("list the open uploads of", prefix):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=root + prefix
+            )
+            for page in pages:
+                for item in page.get("Uploads", ()):
+                    modified = self._last_sign_of_life(item)
+                    if modified is not None:  # else it completed or was aborted meanwhile
+                        found.append(Leftover(item["Key"][len(root):], modified, handle=item["UploadId"]))
+        return found
+
+    def _last_sign_of_life(self, upload: dict) -> datetime.datetime | None:
+        """When the upload last stored a part, or began: a long upload that still sends parts is alive."""
+        parts = self.client.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+        try:
+            times = [part["LastModified"] for page in parts for part in page.get("Parts", ())]
+        except ClientError as e:
+            if _no_such_upload(e):
+                return None
+            raise
+        return max([upload["Initiated"], *times]).astimezone(datetime.timezone.utc)
+
+    def discard(self, leftover: Leftover) -> None:
+        with self.errors("abort the upload of", leftover.key):
+            try:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.full_key(leftover.key), UploadId=leftover.handle
+                )
+            except ClientError as e:
+                if not _no_such_upload(e):  # else it is gone already: fine
+                    raise
+
 
 class _S3Upload(Upload):
     """A multipart upload. Parts may be sent from several threads at once, and sent again."""
@@ -195,10 +239,14 @@ class _S3Upload(Upload):
         self._parts: dict[int, dict] = {}
         self._lock = threading.Lock()
         self._finished = False
-        with target.errors("start an upload to", key):
-            created = target.client.create_multipart_upload(
-                Bucket=target.bucket, Key=target.full_key(key), ChecksumAlgorithm="SHA256"
-            )
+        try:
+            with target.errors("start an upload to", key):
+                created = target.client.create_multipart_upload(
+                    Bucket=target.bucket, Key=target.full_key(key), ChecksumAlgorithm="SHA256"
+                )
+        except TransientStorageError:
+            target.unsure_starts.add(key)  # S3 may have started it and lost the answer
+            raise
         # from here on the upload holds storage until aborted, so register it at once
         self._upload_id = created["UploadId"]
         target.opened(self)
@@ -242,6 +290,8 @@ class _S3Upload(Upload):
             )
         self._finished = True
         self._target.ended(self)
+        if self._key in self._target.unsure_starts:
+            self._abort_strays()
 
     def abort(self) -> None:
         if self._finished:
@@ -257,6 +307,23 @@ class _S3Upload(Upload):
                 )
         except Exception as e:  # noqa: BLE001 - abort runs while another error is on its way out
             log.warning("abort failed", upload=self._target.url(self._key), error=str(e))
+        self._abort_strays()
+
+    def _abort_strays(self) -> None:
+        """Abort every other upload to this key: one S3 started but whose answer was lost (the
+        start was retried), or one that a part in flight brought back after the abort. Keys
+        hold a unique backup id, so every upload to this key is this backup's."""
+        full_key = self._target.full_key(self._key)
+        try:
+            with self._target.errors("list the uploads of", self._key):
+                listed = self._target.client.list_multipart_uploads(Bucket=self._target.bucket, Prefix=full_key)
+                for stray in listed.get("Uploads", ()):
+                    if stray["Key"] == full_key:
+                        self._target.client.abort_multipart_upload(
+                            Bucket=self._target.bucket, Key=full_key, UploadId=stray["UploadId"]
+                        )
+        except Exception as e:  # noqa: BLE001 - a stray upload is never listed as a backup
+            log.warning("could not look for stray uploads", upload=self._target.url(self._key), error=str(e))
 
 
 class _BodyReader(io.RawIOBase):
@@ -301,6 +368,10 @@ def _sha256(data: bytes) -> str:
 
 def _info(key: str, size: int, modified: datetime.datetime) -> ObjectInfo:
     return ObjectInfo(key=key, size=size, modified=modified.astimezone(datetime.timezone.utc))
+
+
+def _no_such_upload(e: ClientError) -> bool:
+    return e.response.get("Error", {}).get("Code") == "NoSuchUpload"
 
 
 def _client_failure(e: ClientError, target: S3Target, action: str, key: str) -> StorageError:

@@ -7,7 +7,11 @@ REMORA_SFTP_PRIVATE_KEY and is parsed in memory: no key file, no agent, no ~/.ss
 Uploads go to ``.NAME.RANDOM.part`` beside the final name (``list`` skips such names). Each part
 is written at its offset and confirmed by the file's size; ``complete()`` checks the whole size and
 renames with posix-rename@openssh.com, which replaces an existing name in one step (restic's way).
-A dropped connection is reopened by the next call, so a retried part can succeed.
+
+Drops: a failed link is closed and the next call reconnects (same pinned host key, same key), so
+a retried call can succeed. The temporary file outlives the connection: a part whose try failed
+is sent again on the new one, after a stat has shown that the file still holds every confirmed
+part. A link that moves no byte for REMORA_STORAGE_TIMEOUT seconds counts as dropped.
 """
 
 from __future__ import annotations
@@ -16,26 +20,30 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import errno
 import io
 import itertools
 import posixpath
 import secrets
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 from urllib.parse import SplitResult, unquote
 
 import paramiko
+import structlog
 
 from runner.config import Config
 from runner.errors import ObjectNotFound, RemoraError, StorageError, TransientStorageError, UsageError
 from runner.targets import sshkeys
-from runner.targets.base import MIB, ObjectInfo, Target, Upload
+from runner.targets.base import MIB, Leftover, ObjectInfo, Target, Upload, upload_key_of
+
+log = structlog.get_logger()
 
 _TEMP_SUFFIX = ".part"
-_CONNECT_TIMEOUT = 20  # seconds for TCP connect, banner, key exchange and authentication
-_IO_TIMEOUT = 120  # a request unanswered this long means a dead link, even if TCP has not noticed
+_KEEPALIVE = 30  # seconds between keepalive packets, so that NATs and firewalls keep the link
 # What the server may send before we acknowledge. Not more: paramiko's channel buffer deletes
 # from the front of one array on every read, so a larger window made downloads slower here
 # (2 MiB: ~160 MB/s on loopback; 16 MiB: ~30-60 MB/s).
@@ -55,6 +63,9 @@ class _Server:
     user: str
     host: str
     port: int
+    # seconds for connecting and logging in, and that a link may move no byte before it counts
+    # as dead even if TCP has not noticed
+    timeout: float = 60.0
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -75,7 +86,9 @@ class _Server:
 def from_url(parts: SplitResult, config: Config) -> SFTPTarget:
     """Connect to the server an sftp:// URL names, with the configured key and pinned host key."""
     config.require("sftp_private_key", "sftp_known_hosts")
-    server = _Server(unquote(parts.username or ""), parts.hostname or "", parts.port or 22)
+    server = _Server(
+        unquote(parts.username or ""), parts.hostname or "", parts.port or 22, timeout=config.storage_timeout
+    )
     root = unquote(parts.path)
     if not root.startswith("/"):
         raise UsageError(
@@ -97,10 +110,12 @@ def _connect(server: _Server, key: paramiko.PKey, pinned: list[paramiko.PKey]):
             f"the host key of {server} is not pinned in REMORA_SFTP_KNOWN_HOSTS", hint=server.keyscan_hint()
         )
     try:
-        sock = socket.create_connection((server.host, server.port), timeout=_CONNECT_TIMEOUT)
+        sock = socket.create_connection((server.host, server.port), timeout=server.timeout)
     except OSError as e:
         raise _failure(f"cannot connect to {server}", e, alive=False) from e
-    transport = paramiko.Transport(sock, default_window_size=_WINDOW, default_max_packet_size=_MAX_PACKET)
+    transport = paramiko.Transport(
+        _StallGuard(sock, server.timeout), default_window_size=_WINDOW, default_max_packet_size=_MAX_PACKET
+    )
     try:
         _handshake(transport, server, pinned)
         return transport, _login(transport, server, key)
@@ -123,7 +138,7 @@ def _handshake(transport: paramiko.Transport, server: _Server, pinned: list[para
     kinds = {alg for k in pinned for alg in _HOST_KEY_ALGORITHMS.get(k.get_name(), (k.get_name(),))}
     options.key_types = tuple(alg for alg in transport.preferred_keys if alg in kinds)
     try:
-        transport.start_client(timeout=_CONNECT_TIMEOUT)
+        transport.start_client(timeout=server.timeout)
     except paramiko.IncompatiblePeer as e:
         if "host key" not in str(e):
             raise
@@ -136,14 +151,44 @@ def _handshake(transport: paramiko.Transport, server: _Server, pinned: list[para
 
 
 def _login(transport: paramiko.Transport, server: _Server, key: paramiko.PKey) -> paramiko.SFTPClient:
-    transport.auth_timeout = _CONNECT_TIMEOUT
+    transport.auth_timeout = server.timeout
     transport.auth_publickey(server.user, key)
     if not transport.is_authenticated():
         raise StorageError(f"{server} wants more than a key to log in as {server.user}")
     sftp = paramiko.SFTPClient.from_transport(transport, window_size=_WINDOW, max_packet_size=_MAX_PACKET)
-    sftp.get_channel().settimeout(_IO_TIMEOUT)
-    transport.set_keepalive(30)
+    sftp.get_channel().settimeout(server.timeout)
+    transport.set_keepalive(_KEEPALIVE)
     return sftp
+
+
+class _StallGuard:
+    """The socket under an SSH transport, whose sends give up after ``timeout`` s of no progress.
+
+    paramiko retries a timed-out socket send until the transport is closed, so a link that takes
+    no more bytes (a frozen server, a NAT that forgot us) would hang a write for ever; the SFTP
+    channel's own timeout covers only waiting for answers and for the SSH window.
+    """
+
+    def __init__(self, sock: socket.socket, timeout: float):
+        self._sock = sock
+        self._timeout = timeout
+        self._stuck_since: float | None = None
+
+    def send(self, data) -> int:
+        try:
+            sent = self._sock.send(data)
+        except socket.timeout:
+            now = time.monotonic()
+            self._stuck_since = self._stuck_since or now
+            if now - self._stuck_since >= self._timeout:
+                # not a TimeoutError, which paramiko would retry: this one ends the transport
+                raise ConnectionAbortedError(errno.ECONNABORTED, "the link took no byte") from None
+            raise
+        self._stuck_since = None
+        return sent
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
 
 
 def _check_host_key(transport: paramiko.Transport, server: _Server, pinned: list[paramiko.PKey]) -> None:
@@ -159,6 +204,8 @@ def _check_host_key(transport: paramiko.Transport, server: _Server, pinned: list
 def _failure(what: str, error: Exception, *, alive: bool) -> StorageError:
     """Classify a paramiko or socket error: permanent, unless the link itself failed."""
     reason = " ".join((getattr(error, "strerror", None) or str(error) or type(error).__name__).split())
+    if isinstance(error, EOFError):  # paramiko's word for a link that closed under it
+        reason = "the connection was lost"
     message = f"{what}: {reason}"
     if isinstance(error, paramiko.AuthenticationException):
         return StorageError(
@@ -223,6 +270,12 @@ class SFTPTarget(Target):
             if isinstance(failure, TransientStorageError) and transport is not None:
                 transport.close()
             raise failure from e
+        except BaseException:
+            # stopped halfway (SIGTERM): the SSH stream may hold half a packet, never reuse it
+            link = transport or self._transport
+            if link is not None:
+                link.close()
+            raise
 
     def _path(self, key: str) -> str:
         return f"{self.root.rstrip('/')}/{key}"
@@ -231,20 +284,24 @@ class SFTPTarget(Target):
         return _SFTPUpload(self, self._path(key))
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
-        found: list[ObjectInfo] = []
         with self._io("list", self.root):
-            self._walk(self._session(), "", prefix, found)
-        return found
+            files = self._walk(self._session(), "", prefix)
+            return [
+                _info(key, attrs) for key, attrs in files if key.startswith(prefix) and not _is_temp(attrs.filename)
+            ]
 
-    def _walk(self, sftp: paramiko.SFTPClient, relative: str, prefix: str, found: list[ObjectInfo]) -> None:
+    def _walk(
+        self, sftp: paramiko.SFTPClient, relative: str, prefix: str
+    ) -> Iterator[tuple[str, paramiko.SFTPAttributes]]:
+        """Every file, temporary ones included, in the folders that may hold keys starting with ``prefix``."""
         for attrs in sftp.listdir_attr(self._path(relative) if relative else self.root):
             key = relative + attrs.filename
             if stat.S_ISDIR(attrs.st_mode):
                 folder = key + "/"
                 if folder.startswith(prefix) or prefix.startswith(folder):
-                    self._walk(sftp, folder, prefix, found)
-            elif stat.S_ISREG(attrs.st_mode) and key.startswith(prefix) and not _is_temp(attrs.filename):
-                found.append(_info(key, attrs))
+                    yield from self._walk(sftp, folder, prefix)
+            elif stat.S_ISREG(attrs.st_mode):
+                yield key, attrs
 
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
@@ -257,7 +314,7 @@ class SFTPTarget(Target):
             raise ObjectNotFound(f"no object {key} on {self._server}: {path} is not a file")
         return _info(key, attrs)
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, offset: int = 0) -> BinaryIO:
         path = self._path(key)
         with self._io("read", path):
             try:
@@ -265,7 +322,7 @@ class SFTPTarget(Target):
             except FileNotFoundError as e:
                 raise ObjectNotFound(f"no object {key} on {self._server}") from e
             size = handle.stat().st_size
-        return _RemoteFile(self, handle, path, size)
+        return _RemoteFile(self, handle, path, size, offset)
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -294,6 +351,18 @@ class SFTPTarget(Target):
                         raise
         self._folders.add(folder)
 
+    def leftovers(self, prefix: str = "") -> list[Leftover]:
+        found = []
+        with self._io("list", self.root):
+            for temp_key, attrs in self._walk(self._session(), "", prefix):
+                key = upload_key_of(temp_key)
+                if key is not None and key.startswith(prefix):
+                    found.append(Leftover(key, _info(temp_key, attrs).modified, handle=temp_key))
+        return found
+
+    def discard(self, leftover: Leftover) -> None:
+        self.delete(leftover.handle)
+
 
 def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
     try:
@@ -312,7 +381,12 @@ def _info(key: str, attrs: paramiko.SFTPAttributes) -> ObjectInfo:
 
 
 class _SFTPUpload(Upload):
-    """Parts arrive in order (max_in_flight is 1) and are written at their offsets."""
+    """Parts arrive in order (max_in_flight is 1) and are written at their offsets.
+
+    A part is confirmed once the file's size shows all of it. After a failed try, the part is
+    sent again whole, never from the first byte the file lacks: some servers (Go's pkg/sftp)
+    write a handle's requests in parallel, so a file cut short by a drop may have holes.
+    """
 
     def __init__(self, target: SFTPTarget, path: str):
         folder, name = posixpath.split(path)
@@ -320,22 +394,27 @@ class _SFTPUpload(Upload):
         self._temp = f"{folder}/.{name}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
         self._offsets = {1: 0}
         self._size = 0
+        self._unconfirmed: int | None = None  # the part whose last try failed
         self._done = False
-        target._makedirs(folder)
-        with target._io("create", self._temp):
-            target._session().open(self._temp, "wx").close()
+        target._makedirs(folder)  # the file itself is made by part 1, so that a retried begin leaves none
 
     def send(self, number: int, data: bytes) -> None:
         offset = self._offsets[number]
         end = offset + len(data)
         with self._target._io("write", self._temp):
             sftp = self._target._session()
+            if self._unconfirmed == number:
+                self._check_resumable(sftp, number, offset)
+            self._unconfirmed = number
             # A handle per part: paramiko's pipelined writes must not share a handle with other
-            # requests, and after a reconnect the old handle is gone anyway.
-            with sftp.open(self._temp, "r+") as handle:
-                handle.set_pipelined(True)
-                handle.seek(offset)
-                handle.write(data)
+            # requests, and after a reconnect the old handle is gone anyway. Part 1 makes the file.
+            handle = sftp.open(self._temp, "w" if offset == 0 else "r+")
+            handle.set_pipelined(True)
+            handle.seek(offset)
+            handle.write(data)
+            # Closed only after a good write: close() waits for every pipelined write, so on a
+            # failure or a stop it would hold us up; the link is closed then, and the handle with it.
+            handle.close()
             # paramiko drops the replies to pipelined writes it has not read by close(), errors
             # included; the size is what tells us the server stored every byte.
             size = sftp.stat(self._temp).st_size
@@ -345,8 +424,23 @@ class _SFTPUpload(Upload):
                 f"after part {number}, not {end}",
                 hint="is the server's disk full or the user over quota?",
             )
+        self._unconfirmed = None
         self._offsets[number + 1] = end
         self._size = end
+
+    def _check_resumable(self, sftp: paramiko.SFTPClient, number: int, offset: int) -> None:
+        """Before a part is sent again: the file must still hold every part confirmed before it."""
+        try:
+            held = sftp.stat(self._temp).st_size
+        except FileNotFoundError:
+            held = None
+        if offset and (held is None or held < offset):
+            raise StorageError(
+                f"cannot resume {self._temp} on {self._target._server}: it holds "
+                f"{'nothing' if held is None else f'{held} bytes'}, not the {offset} bytes confirmed",
+                hint="the server lost what it had stored; run the backup again",
+            )
+        log.info("resuming upload", file=self._temp, part=number, offset=offset, held=held or 0)
 
     def complete(self) -> None:
         with self._target._io("finish", self._path):
@@ -393,12 +487,12 @@ class _RemoteFile(io.RawIOBase):
     would grow with the backup's size.
     """
 
-    def __init__(self, target: SFTPTarget, handle: paramiko.SFTPFile, path: str, size: int):
+    def __init__(self, target: SFTPTarget, handle: paramiko.SFTPFile, path: str, size: int, offset: int):
         super().__init__()
         self._target, self._handle, self._path, self._size = target, handle, path, size
         # judge errors by the link this file was opened on, not one reopened since
         self._transport = handle.sftp.get_channel().get_transport()
-        self._requested = 0
+        self._requested = offset
         self._windows: collections.deque[Iterator[bytes]] = collections.deque()
         self._blocks: Iterator[bytes] = iter(())
         self._block = b""

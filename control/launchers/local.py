@@ -1,0 +1,48 @@
+"""The local launcher: the run as a subprocess on this machine (development, demos, tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+
+from control.launchers.base import GONE, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchSpec
+from control.settings import SECRET_VARIABLES
+
+
+class LocalLauncher(Launcher):
+    """Runs ``remora-backup backup`` with this process's environment plus the run's variables.
+
+    The control plane's own secrets (its database, its secret key, Heroku's credentials) are
+    taken out: the runner has no use for them.
+    """
+
+    def __init__(self, env: Mapping[str, str]):
+        self._env = {k: v for k, v in env.items() if k not in SECRET_VARIABLES}
+        self._children: dict[str, subprocess.Popen] = {}
+
+    def launch(self, spec: LaunchSpec) -> str:
+        self._reap()
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "runner.cli", "backup"],
+                env={**self._env, **spec.env()},
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a run outlives a restarted web worker, like a dyno
+            )
+        except OSError as e:
+            raise LaunchError(f"could not start the runner: {e.strerror}") from e
+        self._children[str(child.pid)] = child
+        return str(child.pid)
+
+    def state(self, *, resource_id: str, app: str | None, handle: str) -> str:
+        child = self._children.get(handle)
+        if child is None:
+            return UNKNOWN  # started by another process
+        return RUNNING if child.poll() is None else GONE
+
+    def _reap(self) -> None:
+        """Collect children that have ended, so that none stays a zombie."""
+        for handle, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[handle]

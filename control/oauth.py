@@ -1,0 +1,83 @@
+"""Heroku OAuth: the provision grant exchanged at the id service, tokens stored encrypted and refreshed."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import requests
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from control import tokens
+from control.launchers import LaunchError
+
+TIMEOUT = 10  # seconds
+REFRESH_MARGIN = datetime.timedelta(minutes=5)  # refresh this long before the token expires
+
+
+class OAuthError(Exception):
+    """The id service refused or failed; the message names the step, never a token."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    access_token: str = dataclasses.field(repr=False)
+    refresh_token: str = dataclasses.field(repr=False)
+    expires_at: datetime.datetime
+
+
+def exchange(config, **form: str) -> Grant:
+    """POST a grant to ``{HEROKU_ID_URL}/oauth/token``; the client secret is added here."""
+    if not config["HEROKU_OAUTH_CLIENT_SECRET"]:
+        raise OAuthError("HEROKU_OAUTH_CLIENT_SECRET is not set")
+    try:
+        answer = requests.post(f"{config['HEROKU_ID_URL']}/oauth/token", timeout=TIMEOUT,
+                               data={**form, "client_secret": config["HEROKU_OAUTH_CLIENT_SECRET"]})
+    except requests.RequestException as e:
+        raise OAuthError(f"the id service is unreachable ({type(e).__name__})") from e
+    if answer.status_code != 200:
+        raise OAuthError(f"the id service refused the {form['grant_type']} grant (HTTP {answer.status_code})")
+    body = answer.json()
+    expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=int(body["expires_in"]))
+    return Grant(access_token=body["access_token"], refresh_token=body["refresh_token"], expires_at=expires_at)
+
+
+def store(conn: Connection, config, resource_id, grant: Grant) -> None:
+    """Keep a grant's tokens, encrypted with the key derived from REMORA_SECRET_KEY."""
+    key = config["SECRET_KEY"]
+    conn.execute(
+        "update resources set oauth_access_token = %s, oauth_refresh_token = %s, oauth_expires_at = %s"
+        " where id = %s",
+        (tokens.encrypt(key, grant.access_token), tokens.encrypt(key, grant.refresh_token), grant.expires_at,
+         resource_id),
+    )
+
+
+class HerokuAccess:
+    """Each resource's Platform API access token, refreshed at the id service shortly before it expires."""
+
+    def __init__(self, pool: ConnectionPool, config):
+        self._pool = pool
+        self._config = config
+
+    def token(self, resource_id: str) -> str:
+        """A valid access token for the resource; raises LaunchError if there is none to be had."""
+        key = self._config["SECRET_KEY"]
+        with self._pool.connection() as conn:
+            # the row lock makes concurrent clocks and web workers refresh one at a time
+            row = conn.execute(
+                "select oauth_access_token, oauth_refresh_token, oauth_expires_at from resources"
+                " where id = %s for update", (resource_id,),
+            ).fetchone()
+            if row is None or row["oauth_refresh_token"] is None:
+                raise LaunchError("the resource has no Heroku authorization (was it provisioned by Heroku?)")
+            if row["oauth_expires_at"] - datetime.datetime.now(datetime.timezone.utc) > REFRESH_MARGIN:
+                return tokens.decrypt(key, row["oauth_access_token"])
+            try:
+                grant = exchange(self._config, grant_type="refresh_token",
+                                 refresh_token=tokens.decrypt(key, row["oauth_refresh_token"]))
+            except OAuthError as e:
+                raise LaunchError(str(e)) from e
+            store(conn, self._config, resource_id, grant)
+            return grant.access_token

@@ -1,0 +1,114 @@
+"""Fixtures for the control plane: a migrated database per test, the app, and a recording launcher.
+
+Every test gets its own database, copied from a template migrated once per session
+(``CREATE DATABASE … TEMPLATE`` takes a fraction of a second).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+
+import psycopg
+import pytest
+
+from control import create_app, db
+from control.launchers import GONE, Launcher, LaunchSpec
+from tests.helpers import REPO, base_env
+
+SECRET_KEY = "test-secret-" + secrets.token_hex(16)
+
+
+class RecordingLauncher(Launcher):
+    """Records what it is asked to launch; ``states`` says what ``state`` answers (default GONE)."""
+
+    def __init__(self):
+        self.specs: list[LaunchSpec] = []
+        self.states: dict[str, str] = {}
+        self.asked: list[str] = []  # handles whose state was asked
+        self._lock = threading.Lock()
+
+    def launch(self, spec: LaunchSpec) -> str:
+        with self._lock:
+            self.specs.append(spec)
+            return f"recorded-{len(self.specs)}"
+
+    def state(self, *, resource_id, app, handle) -> str:
+        self.asked.append(handle)
+        return self.states.get(handle, GONE)
+
+
+@pytest.fixture(scope="session")
+def control_template(pg_cluster) -> str:
+    """A database with every migration applied, used as the template of each test's database."""
+    name = pg_cluster.create_database(sample=False)
+    db.migrate(pg_cluster.url(name))
+    return name
+
+
+@pytest.fixture
+def control_db(pg_cluster, control_template) -> str:
+    """A fresh, migrated control-plane database; returns its URL."""
+    name = "control_" + secrets.token_hex(4)
+    with pg_cluster.connect() as conn:
+        conn.execute(f'create database "{name}" template "{control_template}"')
+    return pg_cluster.url(name)
+
+
+@pytest.fixture
+def launcher() -> RecordingLauncher:
+    return RecordingLauncher()
+
+
+@pytest.fixture
+def app(control_db, launcher):
+    app = create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": launcher,
+                      "CONTROL_URL": "http://control.test"})
+    yield app
+    app.extensions["remora.pool"].close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+ADDON_ID, ADDON_PASSWORD, SSO_SALT, CLIENT_SECRET = "remora", "addon-pw-" + "p" * 20, "salt-" + "s" * 20, "oauth-cs"
+
+
+@pytest.fixture
+def heroku_app(control_db, heroku):
+    """The app as the Heroku add-on: the heroku launcher against the Platform API stand-in."""
+    app = create_app({
+        "SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": "heroku",
+        "CONTROL_URL": "https://control.test", "HEROKU_API_URL": heroku.api_url, "HEROKU_ID_URL": heroku.id_url,
+        "HEROKU_ADDON_ID": ADDON_ID, "HEROKU_ADDON_PASSWORD": ADDON_PASSWORD, "HEROKU_SSO_SALT": SSO_SALT,
+        "HEROKU_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+    })
+    yield app
+    app.extensions["remora.pool"].close()
+
+
+def connect(url: str) -> psycopg.Connection:
+    return psycopg.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row)
+
+
+def control_env(control_db: str) -> dict[str, str]:
+    """What every ``remora-control`` process needs."""
+    return {**base_env(), "DATABASE_URL": control_db, "REMORA_SECRET_KEY": SECRET_KEY}
+
+
+def control_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "control.cli", *args]
+
+
+def make_resource(app, **kwargs) -> tuple[dict, str]:
+    """A resource created straight in the app's database; returns it and its API token."""
+    from control import resources
+
+    with app.extensions["remora.pool"].connection() as conn:
+        return resources.create(conn, app=kwargs.pop("app_name", "helper-app"), **kwargs)
+
+
+__all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "make_resource"]

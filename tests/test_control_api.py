@@ -1,0 +1,122 @@
+"""The v1 API and the runner's events: runs move through their states, tokens stay in their lanes."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import threading
+
+import pytest
+
+from control import create_app, db, settings
+from control.launchers import LaunchError
+from tests.controlplane import REPO, SECRET_KEY, connect, control_argv, make_resource
+from tests.helpers import base_env
+
+SHA = "ab" * 32
+
+
+def _auth(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _trigger(client, resource, token) -> dict:
+    answer = client.post(f"/api/v1/resources/{resource['id']}/backups", headers=_auth(token))
+    assert answer.status_code == 202, answer.json
+    return answer.json["run"]
+
+
+def test_create_app_refuses_without_a_secret_key(control_db):
+    with pytest.raises(settings.ConfigError, match="REMORA_SECRET_KEY is not set"):
+        create_app({"DATABASE_URL": control_db})
+    result = subprocess.run(control_argv("migrate"), env={**base_env(), "DATABASE_URL": control_db}, cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "REMORA_SECRET_KEY is not set" in result.stderr
+
+
+def test_migrations_apply_once_even_when_two_run_at_once(pg_cluster):
+    url = pg_cluster.url(pg_cluster.create_database(sample=False))
+    applied = []
+    threads = [threading.Thread(target=lambda: applied.append(db.migrate(url))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(applied) == [[], [version for version, _ in db.migrations()]]
+    assert db.migrate(url) == []
+
+
+def test_trigger_launches_a_run_with_its_own_token(client, app, launcher):
+    resource, token = make_resource(app)
+    run = _trigger(client, resource, token)
+    assert run["state"] == "launched" and run["trigger"] == "api"
+    [spec] = launcher.specs
+    assert spec.run_id == run["id"] and spec.app == "helper-app" and spec.time_to_live == app.config["RUN_TTL"]
+    assert spec.env()["REMORA_CONTROL_URL"] == "http://control.test"
+    assert spec.run_token not in repr(spec) and len(spec.run_token) >= 40
+    shown = client.get(f"/api/v1/runs/{run['id']}", headers=_auth(token))
+    assert shown.json["run"]["id"] == run["id"]
+
+
+def test_events_move_a_run_to_succeeded_then_its_token_is_refused(client, app, launcher):
+    resource, token = make_resource(app)
+    run = _trigger(client, resource, token)
+    events = f"/api/v1/runs/{run['id']}/events"
+    run_auth = _auth(launcher.specs[0].run_token)
+    assert client.post(events, json={"type": "started"}, headers=run_auth).json["run"]["state"] == "running"
+    assert client.post(events, json={"type": "progress", "bytes": 1234}, headers=run_auth).json["run"]["bytes"] == 1234
+    assert client.post(events, json={"type": "progress", "bytes": -1}, headers=run_auth).status_code == 400
+    assert client.post(events, json={"type": "succeeded", "sha256": "nope"}, headers=run_auth).status_code == 400
+    done = client.post(events, headers=run_auth, json={
+        "type": "succeeded", "backup_id": "20261127T214800Z-3f9a2c", "dump_bytes": 10, "encrypted_bytes": 20,
+        "sha256": SHA})
+    assert done.json["run"]["state"] == "succeeded"
+    assert done.json["run"]["backup"] == {"id": "20261127T214800Z-3f9a2c", "dump_bytes": 10,
+                                          "encrypted_bytes": 20, "sha256": SHA}
+    late = client.post(events, json={"type": "failed", "exit_code": 4, "error": "x"}, headers=run_auth)
+    assert late.status_code == 403 and "ended" in late.json["error"]
+
+
+def test_a_failure_event_records_exit_code_and_error(client, app, launcher):
+    resource, token = make_resource(app)
+    run = _trigger(client, resource, token)
+    failed = client.post(f"/api/v1/runs/{run['id']}/events", headers=_auth(launcher.specs[0].run_token),
+                         json={"type": "failed", "exit_code": 4, "error": "pg_dump failed (exit 1): boom"})
+    assert failed.json["run"]["state"] == "failed"
+    assert (failed.json["run"]["exit_code"], failed.json["run"]["error"]) == (4, "pg_dump failed (exit 1): boom")
+
+
+def test_a_run_token_expires_with_the_run(client, app, launcher, control_db):
+    resource, token = make_resource(app)
+    run = _trigger(client, resource, token)
+    with connect(control_db) as conn:
+        conn.execute("update runs set created_at = now() - interval '1 day' where id = %s", (run["id"],))
+    late = client.post(f"/api/v1/runs/{run['id']}/events", json={"type": "started"},
+                       headers=_auth(launcher.specs[0].run_token))
+    assert late.status_code == 403
+
+
+def test_a_launch_that_fails_marks_the_run_failed(client, app, launcher):
+    def refuse(spec):
+        raise LaunchError("the app has no such process type")
+
+    launcher.launch = refuse
+    resource, token = make_resource(app)
+    run = _trigger(client, resource, token)
+    assert run["state"] == "failed" and run["error"] == "launch failed: the app has no such process type"
+
+
+def test_backups_are_listed_newest_first_in_pages(client, app, control_db):
+    resource, token = make_resource(app)
+    ids = [_trigger(client, resource, token)["id"] for _ in range(5)]
+    with connect(control_db) as conn:  # distinct times, in the order they were made
+        for age, run_id in enumerate(reversed(ids)):
+            conn.execute("update runs set created_at = %s where id = %s",
+                         (datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+                          - datetime.timedelta(minutes=age), run_id))
+    url = f"/api/v1/resources/{resource['id']}/backups"
+    first = client.get(url + "?per_page=2", headers=_auth(token)).json
+    last = client.get(url + "?per_page=2&page=3", headers=_auth(token)).json
+    assert [r["id"] for r in first["runs"]] == ids[::-1][:2] and first["next_page"] == 2
+    assert [r["id"] for r in last["runs"]] == ids[:1] and last["next_page"] is None
+    assert client.get(url + "?per_page=0", headers=_auth(token)).status_code == 400

@@ -1,0 +1,128 @@
+"""The Add-on Partner API and SSO, against the id-service stand-in."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import uuid
+
+import pytest
+
+from control import tokens
+from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, SSO_SALT, connect
+
+BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
+
+
+def provision_body(heroku, **options) -> dict:
+    addon = str(uuid.uuid4())
+    return {"uuid": addon, "plan": "basic", "region": "amazon-web-services::us-east-1",
+            "callback_url": f"https://api.heroku.com/addons/{addon}", "name": "remora-shiny-12345",
+            "oauth_grant": heroku.grant(CLIENT_SECRET), "options": options,
+            "log_input_url": "https://token:t@1.us.logplex.io/logs", "log_drain_token": "d.x"}
+
+
+def sso_form(resource_id: str, *, timestamp: int | None = None, salt: str = SSO_SALT) -> dict:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    token = hashlib.sha1(f"{resource_id}:{salt}:{timestamp}".encode()).hexdigest()
+    return {"resource_id": resource_id, "resource_token": token, "timestamp": str(timestamp),
+            "nav-data": "nav", "email": "dba@example.com"}
+
+
+def test_provisioning_exchanges_the_grant_and_stores_tokens_encrypted(heroku_app, heroku):
+    client = heroku_app.test_client()
+    body = provision_body(heroku)
+    answer = client.post("/heroku/resources", json=body, headers=BASIC)
+    assert answer.status_code == 201, answer.json
+    assert answer.json["id"] == body["uuid"]
+    config = answer.json["config"]
+    assert config["REMORA_API_URL"] == f"https://control.test/api/v1/resources/{body['uuid']}"
+    [exchange] = heroku.requests
+    assert "grant_type=authorization_code" in exchange["body"] and f"client_secret={CLIENT_SECRET}" in exchange["body"]
+    with connect(heroku_app.config["DATABASE_URL"]) as conn:
+        row = conn.execute("select * from resources").fetchone()
+    access = tokens.decrypt(SECRET_KEY, row["oauth_access_token"])
+    assert access in heroku.access_tokens and access.encode() not in bytes(row["oauth_access_token"])
+    assert (row["plan"], row["schedule"], row["app"]) == ("basic", "0 3 * * *", None)
+    listed = client.get(config["REMORA_API_URL"].removeprefix("https://control.test") + "/backups",
+                        headers={"Authorization": f"Bearer {config['REMORA_API_TOKEN']}"})
+    assert listed.status_code == 200 and listed.json["runs"] == []
+
+
+def test_provisioning_twice_makes_one_resource_with_the_same_config(heroku_app, heroku):
+    client = heroku_app.test_client()
+    body = provision_body(heroku, schedule="30 2 * * *", timezone="Europe/Paris")
+    first = client.post("/heroku/resources", json=body, headers=BASIC)
+    again = client.post("/heroku/resources", json=body, headers=BASIC)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json == again.json
+    assert len(heroku.requests) == 1  # the grant is exchanged once
+    with connect(heroku_app.config["DATABASE_URL"]) as conn:
+        assert conn.execute("select count(*) as n, min(timezone) as tz from resources").fetchone() == \
+            {"n": 1, "tz": "Europe/Paris"}
+
+
+def test_a_bad_grant_or_bad_options_provision_nothing(heroku_app, heroku):
+    client = heroku_app.test_client()
+    body = provision_body(heroku)
+    body["oauth_grant"]["code"] = "not-a-grant"
+    refused = client.post("/heroku/resources", json=body, headers=BASIC)
+    assert refused.status_code == 503 and "authorization_code grant (HTTP 401)" in refused.json["error"]
+    bad = client.post("/heroku/resources", json=provision_body(heroku, schedule="every day"), headers=BASIC)
+    assert bad.status_code == 422 and "'every day' is not a cron expression" in bad.json["error"]
+    with connect(heroku_app.config["DATABASE_URL"]) as conn:
+        assert conn.execute("select count(*) as n from resources").fetchone()["n"] == 0
+
+
+def test_plan_change_and_deprovision_are_idempotent(heroku_app, heroku):
+    client = heroku_app.test_client()
+    answer = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json
+    path = f"/heroku/resources/{answer['id']}"
+    assert client.put(path, json={"plan": "premium"}, headers=BASIC).status_code == 200
+    assert client.put(path, json={"plan": "premium"}, headers=BASIC).status_code == 200
+    assert client.delete(path, headers=BASIC).status_code == 204
+    assert client.delete(path, headers=BASIC).status_code == 204
+    assert client.put(path, json={"plan": "basic"}, headers=BASIC).status_code == 404
+    assert client.delete(f"/heroku/resources/{uuid.uuid4()}", headers=BASIC).status_code == 404
+    with connect(heroku_app.config["DATABASE_URL"]) as conn:
+        row = conn.execute("select * from resources").fetchone()
+    assert row["plan"] == "premium" and row["deprovisioned_at"] is not None
+    assert row["oauth_refresh_token"] is None and row["next_run_at"] is None
+    token = answer["config"]["REMORA_API_TOKEN"]
+    assert client.get(f"/api/v1/resources/{answer['id']}/backups",
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 401
+
+
+def test_a_provisioned_resource_launches_on_its_own_app(heroku_app, heroku):
+    client = heroku_app.test_client()
+    answer = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json
+    heroku.add_addon(answer["id"], "customer-helper")
+    run = client.post(f"/api/v1/resources/{answer['id']}/backups",
+                      headers={"Authorization": f"Bearer {answer['config']['REMORA_API_TOKEN']}"})
+    assert run.status_code == 202 and run.json["run"]["state"] == "launched", run.json
+    [dyno] = heroku.dynos.values()
+    assert dyno["app"]["name"] == "customer-helper" and heroku.problems == []
+
+
+def test_sso_opens_the_dashboard(heroku_app, heroku):
+    client = heroku_app.test_client()
+    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+    login = client.post("/heroku/sso", data=sso_form(resource_id))
+    assert login.status_code == 303 and login.headers["Location"] == "/dashboard"
+    page = client.get("/dashboard")
+    assert page.status_code == 200 and b"Back up now" in page.data
+
+
+@pytest.mark.parametrize("form", [
+    lambda rid: sso_form(rid, timestamp=int(time.time()) - 600),
+    lambda rid: sso_form(rid, timestamp=int(time.time()) + 600),
+    lambda rid: sso_form(rid, salt="wrong-salt"),
+    lambda rid: {**sso_form(rid), "timestamp": "soon"},
+    lambda rid: sso_form(str(uuid.uuid4())),
+], ids=["stale", "future", "wrong-token", "bad-timestamp", "unknown-resource"])
+def test_sso_refuses_stale_or_wrong_tokens(heroku_app, heroku, form):
+    client = heroku_app.test_client()
+    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+    assert client.post("/heroku/sso", data=form(resource_id)).status_code == 403
+    assert client.get("/dashboard").status_code == 401

@@ -1,0 +1,112 @@
+"""The heroku launcher against the Platform API stand-in: every request valid by the official schema."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+import requests
+
+from control import oauth
+from control.launchers import GONE, RUNNING, LaunchError, LaunchSpec
+from control.launchers.heroku import HerokuLauncher
+from control.oauth import HerokuAccess
+from tests.controlplane import CLIENT_SECRET, connect, make_resource
+
+
+def _authorized_resource(app, heroku, **kwargs) -> tuple[dict, str]:
+    """A resource holding Heroku tokens got from a grant, as provisioning leaves it."""
+    resource, api_token = make_resource(app, **kwargs)
+    grant = oauth.exchange(app.config, grant_type="authorization_code", code=heroku.grant(CLIENT_SECRET)["code"])
+    with app.extensions["remora.pool"].connection() as conn:
+        oauth.store(conn, app.config, resource["id"], grant)
+    return resource, api_token
+
+
+def _launcher(app, heroku) -> HerokuLauncher:
+    return HerokuLauncher(heroku.api_url, HerokuAccess(app.extensions["remora.pool"], app.config),
+                          backoff=0.01, rate_limit_wait=0.02)
+
+
+def _spec(resource, *, app="helper-app") -> LaunchSpec:
+    return LaunchSpec(run_id="0b9c2a9e-1111-4222-8333-444455556666", resource_id=str(resource["id"]), app=app,
+                      control_url="https://control.test", time_to_live=3600, run_token="rt-" + "x" * 40)
+
+
+def test_a_triggered_run_starts_a_detached_one_off_dyno(heroku_app, heroku):
+    resource, api_token = _authorized_resource(heroku_app, heroku)
+    answer = heroku_app.test_client().post(f"/api/v1/resources/{resource['id']}/backups",
+                                           headers={"Authorization": f"Bearer {api_token}"})
+    assert answer.status_code == 202 and answer.json["run"]["state"] == "launched", answer.json
+    [create] = heroku.platform_requests()
+    assert create["path"] == "/apps/helper-app/dynos"
+    assert create["headers"]["Accept"] == "application/vnd.heroku+json; version=3"
+    assert create["headers"]["Authorization"].removeprefix("Bearer ") in heroku.access_tokens
+    body = json.loads(create["body"])
+    assert {k: v for k, v in body.items() if k != "env"} == {
+        "command": "bin/remora-backup backup", "attach": False, "type": "run",
+        "time_to_live": heroku_app.config["RUN_TTL"]}
+    assert body["env"]["REMORA_RUN_ID"] == answer.json["run"]["id"]
+    assert body["env"]["REMORA_CONTROL_URL"] == "https://control.test" and len(body["env"]["REMORA_RUN_TOKEN"]) > 40
+    assert heroku.problems == []
+    with connect(heroku_app.config["DATABASE_URL"]) as conn:
+        handle = conn.execute("select handle from runs").fetchone()["handle"]
+    assert handle in heroku.dynos
+
+
+def test_the_standin_rejects_what_the_schema_forbids(heroku):
+    answer = requests.post(f"{heroku.api_url}/apps/x/dynos", json={"command": "x", "time_to_life": 1},
+                           headers={"Accept": "application/vnd.heroku+json; version=3"})
+    assert answer.status_code == 422
+    assert heroku.problems == ["(body): Additional properties are not allowed ('time_to_life' was unexpected)"]
+
+
+def test_rate_limits_conflicts_and_server_errors_are_retried(heroku_app, heroku):
+    resource, _ = _authorized_resource(heroku_app, heroku)
+    heroku.answer_first((429, {"RateLimit-Remaining": "0"}), (409, {}), (503, {}))
+    handle = _launcher(heroku_app, heroku).launch(_spec(resource))
+    assert handle in heroku.dynos
+    assert len(heroku.platform_requests()) == 4 and heroku.problems == []
+
+
+def test_the_launcher_gives_up_with_a_clear_error(heroku_app, heroku):
+    resource, _ = _authorized_resource(heroku_app, heroku)
+    heroku.answer_first(*[(503, {})] * 5)
+    with pytest.raises(LaunchError, match=r"HTTP 503 scripted: scripted 503 \(gave up after 5 attempts\)"):
+        _launcher(heroku_app, heroku).launch(_spec(resource))
+    heroku.answer_first((403, {}))
+    with pytest.raises(LaunchError, match="refused POST /apps/helper-app/dynos: HTTP 403"):
+        _launcher(heroku_app, heroku).launch(_spec(resource))
+    assert len(heroku.platform_requests()) == 6
+
+
+def test_an_expiring_token_is_refreshed_and_kept_encrypted(heroku_app, heroku, control_db):
+    resource, _ = _authorized_resource(heroku_app, heroku)
+    with connect(control_db) as conn:
+        conn.execute("update resources set oauth_expires_at = now() + interval '1 minute'")
+    _launcher(heroku_app, heroku).launch(_spec(resource))
+    refresh = [r for r in heroku.requests if r["path"] == "/oauth/token"][-1]
+    assert "grant_type=refresh_token" in refresh["body"] and f"client_secret={CLIENT_SECRET}" in refresh["body"]
+    used = heroku.requests[-1]["headers"]["Authorization"].removeprefix("Bearer ")
+    with connect(control_db) as conn:
+        row = conn.execute("select * from resources").fetchone()
+    assert row["oauth_expires_at"] > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+    assert used.encode() not in bytes(row["oauth_access_token"]) and heroku.problems == []
+
+
+def test_the_app_is_found_from_the_addon_and_dynos_are_watched(heroku_app, heroku):
+    resource, _ = _authorized_resource(heroku_app, heroku)
+    heroku.add_addon(str(resource["id"]), "customer-helper")
+    launcher = _launcher(heroku_app, heroku)
+    handle = launcher.launch(_spec(resource, app=None))
+    lookup, create = heroku.platform_requests()
+    assert lookup["method"] == "GET" and lookup["path"] == f"/addons/{resource['id']}"
+    assert create["path"] == f"/apps/{heroku.app_ids['customer-helper']}/dynos"
+    assert heroku.dynos[handle]["app"]["name"] == "customer-helper"
+    watch = {"resource_id": str(resource["id"]), "app": None}
+    assert launcher.state(**watch, handle=handle) == RUNNING
+    heroku.dynos[handle]["state"] = "crashed"
+    assert launcher.state(**watch, handle=handle) == GONE
+    assert launcher.state(**watch, handle="6a3f0d84-0000-4000-8000-000000000000") == GONE
+    assert heroku.problems == []

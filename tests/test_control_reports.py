@@ -1,0 +1,74 @@
+"""The runner reports a run to the control plane, and a control plane that is away never fails a backup."""
+
+from __future__ import annotations
+
+from runner import report, transfer
+from tests.helpers import ok, remora, target_folder
+from tests.receiver import receiver
+from tests.servers.util import free_port
+
+RUN_ID = "6f1c1a4e-0b7c-4d2a-9a55-3c3d2b1e0f00"
+RUN_TOKEN = "run-token-" + "z" * 30
+
+
+def _run_env(url: str) -> dict[str, str]:
+    return {"REMORA_CONTROL_URL": url, "REMORA_RUN_ID": RUN_ID, "REMORA_RUN_TOKEN": RUN_TOKEN}
+
+
+def test_backup_reports_started_then_succeeded_with_the_manifest(database_env, gpg_env, file_target_env):
+    with receiver() as control:
+        result = ok(remora("backup", env={**database_env, **gpg_env, **file_target_env,
+                                          **_run_env(control.url + "/base/")}))
+    backup_id = result.stdout.strip()
+    manifest = next(target_folder(file_target_env).rglob(f"{backup_id}.manifest.json")).read_text()
+    kinds = [body["type"] for body in control.bodies()]
+    assert kinds[0] == "started" and kinds[-1] == "succeeded", kinds
+    assert {r["path"] for r in control.requests} == {f"/base/api/v1/runs/{RUN_ID}/events"}
+    assert {r["headers"]["Authorization"] for r in control.requests} == {f"Bearer {RUN_TOKEN}"}
+    success = control.bodies()[-1]
+    assert success["backup_id"] == backup_id and f'"sha256": "{success["sha256"]}"' in manifest
+    assert RUN_TOKEN not in result.stderr
+
+
+def test_a_failed_backup_reports_its_exit_code_and_one_line_error(database_env, gpg_env):
+    with receiver() as control:
+        result = remora("backup", env={**database_env, **gpg_env, "REMORA_TARGET_URL": "file:///proc/nope",
+                                       **_run_env(control.url)})
+    assert result.returncode == 6, result.stderr
+    failure = control.bodies()[-1]
+    assert failure["type"] == "failed" and failure["exit_code"] == 6
+    assert "/proc/nope" in failure["error"] and "\n" not in failure["error"]
+
+
+def test_a_run_with_a_refused_configuration_still_reports_its_failure(database_env, gpg_env):
+    with receiver() as control:
+        result = remora("backup", env={**database_env, **gpg_env, "REMORA_TARGET_URL": "ftp://nope",
+                                       **_run_env(control.url)})
+    assert result.returncode == 2
+    [failure] = control.bodies()
+    assert failure["type"] == "failed" and failure["exit_code"] == 2 and "REMORA_TARGET_URL" in failure["error"]
+
+
+def test_an_unreachable_or_refusing_control_plane_never_fails_the_backup(database_env, gpg_env, file_target_env):
+    env = {**database_env, **gpg_env, **file_target_env}
+    unreachable = ok(remora("backup", env={**env, **_run_env(f"http://127.0.0.1:{free_port()}")}))
+    assert "could not report to the control plane" in unreachable.stderr
+    with receiver() as control:
+        control.status = 403
+        refused = ok(remora("backup", env={**env, **_run_env(control.url)}))
+    assert "HTTP 403" in refused.stderr
+    assert len(list(target_folder(file_target_env).rglob("*.manifest.json"))) == 2
+
+
+def test_progress_is_reported_as_logged_until_a_report_fails(monkeypatch):
+    monkeypatch.setattr(transfer, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(report, "RETRY_AFTER", 0.0)
+    with receiver() as control:
+        reporter = report.Reporter(control.url + "/events", RUN_TOKEN)
+        with transfer.progress_listener(reporter.progress):
+            transfer.Progress("uploading").update(1000)
+        control.status = 503
+        reporter.progress(2000)  # two attempts, then progress reports stop
+        reporter.progress(3000)
+        assert reporter.send({"type": "failed", "exit_code": 6, "error": "x"}) is False  # the end is still tried
+    assert [body.get("bytes") for body in control.bodies()] == [1000, 2000, 2000, None, None]

@@ -1,0 +1,129 @@
+"""Fault injection: every fault of tests/faults/table.py, against every target it applies to,
+ends in exactly one of the two outcomes tests/faults/harness.py allows."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.faults.harness import MIB, FaultRun, Stored, assert_outcome
+from tests.faults.proxy import FaultProxy
+from tests.faults.table import ATTEMPTS, FAULTS, Fault
+from tests.helpers import REPO, target_folder
+from tests.servers.postgres import add_blob_table
+from tests.servers.sshd import running_sshd, sftp_env
+
+# fast retries and a short patience, so that the suite stays quick; a row may change them
+RUNNER_ENV = {
+    "REMORA_RETRY_ATTEMPTS": str(ATTEMPTS),
+    "REMORA_RETRY_BACKOFF_MAX": "0.2",
+    "REMORA_STORAGE_TIMEOUT": "10",
+}
+
+
+@pytest.fixture(scope="session")
+def medium_database(pg_cluster) -> str:
+    """The sample schema and 12 MiB of incompressible bytes: an archive of two SFTP parts, three S3 parts."""
+    name = pg_cluster.create_database()
+    add_blob_table(pg_cluster, name, 12)
+    return name
+
+
+CASES = [pytest.param(fault, target, id=f"{fault.name}-{target}") for fault in FAULTS for target in fault.targets]
+
+
+@pytest.mark.parametrize("fault, target", CASES)
+def test_fault(fault: Fault, target: str, request, pg_cluster, gpg_env):
+    database = request.getfixturevalue(f"{fault.database}_database")
+    with _TARGETS[target](request, fault) as (target_env, proxy, stored, uploading, make_impostor):
+        env = {"REMORA_DATABASE_URL": pg_cluster.reader_url(database), **gpg_env, **target_env, **RUNNER_ENV}
+        run = FaultRun(
+            target=target,
+            env={**env, **fault.env},
+            check_env=env,
+            cluster=pg_cluster,
+            database=database,
+            proxy=proxy,
+            stored=stored,
+            uploading=uploading,
+            make_impostor=make_impostor,
+        )
+        assert_outcome(run, fault.inject(run), fault.outcome)
+
+
+@contextlib.contextmanager
+def _file(request, fault: Fault):
+    env = request.getfixturevalue("file_target_env")
+    folder = target_folder(env)
+    yield env, None, lambda: _files(folder), lambda: _temp_bytes(folder) >= MIB, None
+
+
+@contextlib.contextmanager
+def _sftp(request, fault: Fault):
+    server = request.getfixturevalue("sshd_server")
+    tmp_path = request.getfixturevalue("tmp_path")
+    folder = server.root / uuid.uuid4().hex[:12]
+    folder.mkdir()
+    with FaultProxy(server.port) as proxy, contextlib.ExitStack() as impostors:
+        env = sftp_env(server, folder)
+        env["REMORA_TARGET_URL"] = f"sftp://{server.user}@127.0.0.1:{proxy.port}{folder}"
+        env["REMORA_SFTP_KNOWN_HOSTS"] = f"[127.0.0.1]:{proxy.port} " + server.known_hosts_line.split(" ", 1)[1]
+
+        def make_impostor() -> int:
+            return impostors.enter_context(running_sshd(tmp_path / f"impostor-{uuid.uuid4().hex[:6]}")).port
+
+        yield env, proxy, lambda: _files(folder), lambda: _temp_bytes(folder) >= MIB, make_impostor
+
+
+@contextlib.contextmanager
+def _s3(request, fault: Fault):
+    env = dict(request.getfixturevalue("s3_target_env"))
+    client = request.getfixturevalue("s3_server").client()
+    bucket = request.getfixturevalue("s3_bucket")
+    upstream = urlsplit(env["AWS_ENDPOINT_URL_S3"]).port
+    with FaultProxy(upstream, http=fault.http) as proxy:
+        env["AWS_ENDPOINT_URL_S3"] = f"http://127.0.0.1:{proxy.port}"
+
+        def stored() -> Stored:
+            objects = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+            uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+            return Stored([o["Key"] for o in objects], [f"upload of {u['Key']}" for u in uploads])
+
+        def uploading() -> bool:
+            for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+                parts = client.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                if parts.get("Parts"):
+                    return True
+            return False
+
+        yield env, proxy, stored, uploading, None
+
+
+_TARGETS = {"file": _file, "sftp": _sftp, "s3": _s3}
+
+
+def _files(folder: Path) -> Stored:
+    paths = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    temporary = [p for p in paths if Path(p).name.startswith(".") and p.endswith(".part")]
+    return Stored([p for p in paths if p not in temporary], temporary)
+
+
+def _temp_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob(".*.part"):
+        with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+            total += path.stat().st_size
+    return total
+
+
+def test_the_readme_table_is_the_fault_table():
+    check = subprocess.run(
+        [sys.executable, "scripts/fault_table.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
