@@ -1,7 +1,7 @@
 # `make demo` and `make test` each do all set-up themselves on a fresh Debian machine.
 PYTHON := .venv/bin/python
 
-.PHONY: setup demo test
+.PHONY: setup demo test bench
 setup:
 	scripts/setup.sh
 
@@ -10,3 +10,7 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest
+
+# knobs: BENCH_SIZES (GB, default 1,4), BENCH_REPEATS (default 3), BENCH_ROWS (default all)
+bench: setup
+	$(PYTHON) -m bench --update-readme

@@ -28,7 +28,7 @@ stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/seaweedfs.txt -nt "$stamp" ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e ".[test,control]"
+    .venv/bin/pip install --quiet -e ".[test,control,bench]"
     .venv/bin/pip install --quiet --require-hashes -r requirements/seaweedfs.txt
     touch "$stamp"
 fi

@@ -75,24 +75,23 @@ def _as_postgres_user() -> dict:
 
 
 @contextlib.contextmanager
-def running_cluster(bin_dir: Path = PG_BIN) -> Iterator[Cluster]:
-    """initdb a new cluster in a temporary folder, start it on a free port, stop and remove it after."""
+def running_cluster(bin_dir: Path = PG_BIN, *, keep: Path | None = None) -> Iterator[Cluster]:
+    """initdb a cluster, start it on a free port, stop it after; remove it unless it lives in ``keep``.
+
+    ``keep`` (the benchmarks' cache) holds a cluster that outlives the run: it is initialised only
+    once, keeps its password, and is stopped cleanly so that the next start needs no recovery.
+    """
     initdb, pg_ctl = require_tool(bin_dir / "initdb"), require_tool(bin_dir / "pg_ctl")
     # not under pytest's tmp folders: they are private to root, and the server may run as 'postgres'
-    base = Path(tempfile.mkdtemp(prefix="remora-pg-"))
-    data, password = base / "data", "pw-" + secrets.token_hex(12)
-    pwfile = base / "pwfile"
-    pwfile.write_text(password + "\n")
+    base = keep.resolve() if keep else Path(tempfile.mkdtemp(prefix="remora-pg-"))
+    data, pwfile = base / "data", base / "pwfile"
     user_args = _as_postgres_user()
-    if user_args:
-        shutil.chown(base, "postgres", "postgres")
-        shutil.chown(pwfile, "postgres", "postgres")
     try:
-        subprocess.run(
-            [str(initdb), "-D", str(data), "-U", "remora", "--auth=scram-sha-256", f"--pwfile={pwfile}",
-             "--encoding=UTF8", "--locale=C.UTF-8"],
-            check=True, capture_output=True, **user_args,
-        )
+        if not (data / "PG_VERSION").exists():
+            _init(initdb, base, user_args)
+        password = pwfile.read_text().strip()
+        if keep:  # a kept cluster whose last run was killed may still be running: stop it first
+            subprocess.run([str(pg_ctl), "-D", str(data), "-m", "fast", "stop"], capture_output=True, **user_args)
         port = free_port()
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
         subprocess.run(
@@ -102,14 +101,33 @@ def running_cluster(bin_dir: Path = PG_BIN) -> Iterator[Cluster]:
         try:
             cluster = Cluster(host="127.0.0.1", port=port, user="remora", password=password,
                               reader_password="rpw-" + secrets.token_hex(12))
-            with cluster.connect() as conn:
-                conn.execute(f"create role {READER} login password '{cluster.reader_password}'")
+            with cluster.connect() as conn:  # a kept cluster has the role already: give it a new password
+                conn.execute(f"do $$ begin create role {READER} login; exception when duplicate_object then null; end $$")
+                conn.execute(f"alter role {READER} password '{cluster.reader_password}'")
             yield cluster
         finally:
-            subprocess.run([str(pg_ctl), "-D", str(data), "-m", "immediate", "stop"],
+            subprocess.run([str(pg_ctl), "-D", str(data), "-m", "fast" if keep else "immediate", "stop"],
                            capture_output=True, **user_args)
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _init(initdb: Path, base: Path, user_args: dict) -> None:
+    """A new cluster in ``base``/data whose superuser 'remora' has the password in ``base``/pwfile."""
+    base.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(base / "data", ignore_errors=True)  # what a killed initdb left
+    pwfile = base / "pwfile"
+    pwfile.touch(mode=0o600)
+    pwfile.write_text("pw-" + secrets.token_hex(12) + "\n")
+    if user_args:
+        shutil.chown(base, "postgres", "postgres")
+        shutil.chown(pwfile, "postgres", "postgres")
+    subprocess.run(
+        [str(initdb), "-D", str(base / "data"), "-U", "remora", "--auth=scram-sha-256", f"--pwfile={pwfile}",
+         "--encoding=UTF8", "--locale=C.UTF-8"],
+        check=True, capture_output=True, **user_args,
+    )
 
 
 def embedded_bin() -> Path:

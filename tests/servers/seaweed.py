@@ -217,15 +217,18 @@ def s3_bucket(s3_server) -> str:
     return s3_server.create_bucket()
 
 
+def s3_env(server: S3Server, bucket: str) -> dict[str, str]:
+    """The runner's variables for ``s3://<bucket>/backups`` on ``server``."""
+    return {
+        "REMORA_TARGET_URL": f"s3://{bucket}/{PREFIX}",
+        "AWS_ACCESS_KEY_ID": server.access_key,
+        "AWS_SECRET_ACCESS_KEY": server.secret_key,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ENDPOINT_URL_S3": server.endpoint_url,
+    }
+
+
 @pytest.fixture
 def s3_target_env(s3_server, s3_bucket) -> dict[str, str]:
     """The runner's variables for ``s3://<s3_bucket>/backups`` with the smallest parts S3 allows."""
-    return {
-        "REMORA_TARGET_URL": f"s3://{s3_bucket}/{PREFIX}",
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url,
-        "REMORA_S3_PART_SIZE_MB": "5",
-        "REMORA_S3_CONCURRENCY": "2",
-    }
+    return {**s3_env(s3_server, s3_bucket), "REMORA_S3_PART_SIZE_MB": "5", "REMORA_S3_CONCURRENCY": "2"}

@@ -1,0 +1,33 @@
+"""The real servers the benchmark runs against, started with the test suite's own code."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.servers.gpg import GpgKey, make_key, stop_agent
+from tests.servers.postgres import PG_BIN, Cluster, running_cluster
+from tests.servers.seaweed import S3Server, running_weed
+from tests.servers.sshd import SSHServer, running_sshd
+
+
+@dataclasses.dataclass(frozen=True)
+class Servers:
+    cluster: Cluster
+    s3: S3Server
+    sshd: SSHServer
+    key: GpgKey  # the customer's key pair, in its own GNUPGHOME
+
+
+@contextlib.contextmanager
+def started(cache: Path, work: Path) -> Iterator[Servers]:
+    """PostgreSQL kept in ``cache`` (its databases outlive the run), and the rest in ``work``."""
+    with contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(running_cluster(keep=cache / f"pg{PG_BIN.parent.name}"))
+        s3 = stack.enter_context(running_weed())
+        sshd = stack.enter_context(running_sshd(work / "sshd"))
+        key = make_key(work / "gnupg", "Bench DBA <dba@example.com>")
+        stack.callback(stop_agent, key.home)
+        yield Servers(cluster=cluster, s3=s3, sshd=sshd, key=key)
