@@ -19,7 +19,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import __version__, catalog, crypto, postgres, privileges
+from runner import __version__, catalog, crypto, postgres, privileges, processes
 from runner.config import Config
 from runner.errors import DumpError
 from runner.manifest import Manifest
@@ -96,7 +96,7 @@ def _preflight(config: Config, env: Mapping[str, str], *, allow_write_credential
         server = postgres.server_facts(conn)
         credential = privileges.check(conn, variable=variable, allow_write=allow_write_credential)
     pg_dump, dump_major = postgres.find_tool("pg_dump", server.major, path=env.get("PATH", ""))
-    compression = postgres.dump_compression(pg_dump, dump_major)
+    compression = postgres.dump_compression(pg_dump, dump_major, gzip_level=config.gzip_level)
     return _Plan(params, server, credential, pg_dump, dump_major, compression)
 
 
@@ -124,12 +124,13 @@ def _store(target: Target, key: str, *, dump_argv, dump_env, encrypt_argv, encry
     upload = target.begin(key)
     try:
         with ProcessGroup() as group:
-            dump_out, pump_in = os.pipe()
-            pump_out, gpg_in = os.pipe()
+            dump_out, pump_in = processes.pipe()
+            pump_out, gpg_in = processes.pipe()
             dump = group.start("pg_dump", dump_argv, env=dump_env, stdout=pump_in)
             os.close(pump_in)
             gpg = group.start("gpg", encrypt_argv, env=encrypt_env, stdin=pump_out, stdout=subprocess.PIPE)
             os.close(pump_out)
+            processes.widen(gpg.popen.stdout.fileno())
             pump = Pump(dump_out, gpg_in)
             pump.start()
             size, sha256 = upload_stream(gpg.popen.stdout, upload, in_flight=target.max_in_flight)

@@ -68,7 +68,7 @@ def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_writ
             report.line(name, "skip", "needs the database")
     else:
         report.step("credential", lambda: _credential(config, allow_write=allow_write))
-        report.step("pg_dump", lambda: _pg_dump(server, env))
+        report.step("pg_dump", lambda: _pg_dump(server, env, gzip_level=config.gzip_level))
     report.step("keys", lambda: _keys(config, env))
     report.step("target", lambda: _target(config))
     return report.finish()
@@ -86,10 +86,10 @@ def _credential(config: Config, *, allow_write: bool) -> tuple[str, str]:
     return credential, f"{credential}, and it can read everything pg_dump reads"
 
 
-def _pg_dump(server: postgres.Server, env: Mapping[str, str]) -> tuple[str, str]:
+def _pg_dump(server: postgres.Server, env: Mapping[str, str], *, gzip_level: int) -> tuple[str, str]:
     pg_dump, major = postgres.find_tool("pg_dump", server.major, path=env.get("PATH", ""))
-    compression = postgres.dump_compression(pg_dump, major)
-    said = "gzip level 1" if compression == "1" else compression
+    compression = postgres.dump_compression(pg_dump, major, gzip_level=gzip_level)
+    said = f"gzip level {compression}" if compression.isdigit() else compression
     return compression, f"{pg_dump} (version {major}), compression {said}"
 
 

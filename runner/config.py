@@ -57,6 +57,7 @@ class Config:
     aws_*              boto3's own settings, passed explicitly
     s3_part_size       bytes per multipart part (grows past 1,000 parts to stay under 10,000)
     s3_in_flight       parts uploading at once; memory is about (in_flight + 1) × part size
+    gzip_level         pg_dump's gzip level where it has no zstd (0: uncompressed)
     retention          the policy ``prune`` applies (None: none configured, so prune refuses)
     control_url, run_id, run_token
                        set by the control plane on a run it launched: where to report, as whom
@@ -82,6 +83,7 @@ class Config:
     aws_endpoint_url: str | None = None
     s3_part_size: int = 16 * MIB
     s3_in_flight: int = 3
+    gzip_level: int = 3
     retention: Policy | None = None
     control_url: str | None = None
     run_id: str | None = None
@@ -116,6 +118,7 @@ class Config:
             aws_endpoint_url=reader.text("AWS_ENDPOINT_URL_S3"),
             s3_part_size=reader.integer("REMORA_S3_PART_SIZE_MB", 16, low=5, high=5120) * MIB,
             s3_in_flight=reader.integer("REMORA_S3_CONCURRENCY", 3, low=1, high=32),
+            gzip_level=reader.integer("REMORA_GZIP_LEVEL", 3, low=0, high=9),
             retention=reader.policy("REMORA_RETENTION", flag=flags.get("keep")),
             control_url=reader.text("REMORA_CONTROL_URL"),
             run_id=reader.text("REMORA_RUN_ID"),

@@ -139,16 +139,19 @@ def tool_major(tool: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def dump_compression(pg_dump: Path, major: int) -> str:
-    """zstd where this pg_dump has it (16 and later, if built with it), else gzip at level 1.
+def dump_compression(pg_dump: Path, major: int, *, gzip_level: int) -> str:
+    """zstd where this pg_dump has it (16 and later, if built with it), else gzip at ``gzip_level``.
 
-    Level 1 by measurement (pg_dump 15, 95 MiB of mixed text, numbers and JSON): level 1 made
-    24 MiB in 1.7 s, level 6 22 MiB in 2.3 s, level 9 22 MiB in 4.0 s. A few percent smaller is
-    not worth a dump that waits on gzip instead of the network.
+    The default level, 3, is measured (pg_dump 15, the benchmark's 1 GB database; `make bench`):
+    on its text and numbers (pgbench tables, prose, JSON), level 1 made 120 MB in 4.7 s, level 3
+    109 MB in 6.5–7.0 s, level 4 108 MB in 6.1–6.9 s, level 6 (pg_dump's default) 98 MB in 18.6 s.
+    On its random bytes, level 1 took 4.7 s, level 3 7.6 s, level 4 10.9 s, for the same size.
+    Level 3 is the fastest that stays within 15% of the default's size on text, at under half its
+    time; a database of already-compressed blobs does better with REMORA_GZIP_LEVEL=1.
     """
     if major >= 16 and _accepts_zstd(pg_dump):
         return "zstd"
-    return "1"
+    return str(gzip_level)
 
 
 def _accepts_zstd(pg_dump: Path) -> bool:

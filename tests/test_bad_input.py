@@ -76,6 +76,8 @@ CASES = {
     "bad label": Case("file", setting(REMORA_LABEL="../up"), 2, r"REMORA_LABEL '\.\./up' must be"),
     "bad S3 part size": Case("s3", setting(REMORA_S3_PART_SIZE_MB="1"), 2,
                              r"REMORA_S3_PART_SIZE_MB must be a whole number from 5 to 5120"),
+    "bad gzip level": Case("file", setting(REMORA_GZIP_LEVEL="fast"), 2,
+                           r"REMORA_GZIP_LEVEL must be a whole number from 0 to 9"),
     "missing public keys": Case("file", lambda env, ctx: without(env, "REMORA_GPG_PUBLIC_KEYS"), 2,
                                 r"REMORA_GPG_PUBLIC_KEYS not set"),
     "garbage public keys": Case("file", setting(REMORA_GPG_PUBLIC_KEYS="not a key"), 2,

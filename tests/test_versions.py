@@ -25,7 +25,7 @@ def test_a_postgresql_18_server_needs_pg_dump_18_and_gets_it_from_path(pg18_clus
     ok(remora("backup", env=with_18))
     [manifest] = json.loads(ok(remora("list", "--json", env=with_18)).stdout)
     assert manifest["server_version"].startswith("18.") and manifest["pg_dump_version"] == 18
-    assert manifest["compression"] == "1"  # the wheel's pg_dump is built without zstd: gzip it is
+    assert manifest["compression"] == "3"  # the wheel's pg_dump is built without zstd: gzip it is
     copy = pg18_cluster.create_database(sample=False)
     old_tools = remora("restore", "latest", "--to", "TO_URL", env={**env, "TO_URL": pg18_cluster.url(copy)})
     assert old_tools.returncode == 2 and "needs pg_restore 18 or newer" in old_tools.stderr
