@@ -22,7 +22,7 @@ from runner import catalog, crypto, postgres
 from runner.config import Config
 from runner.errors import DumpError, IntegrityError, ObjectNotFound, UsageError
 from runner.manifest import Manifest
-from runner.processes import Child, ProcessGroup
+from runner.processes import Child, ProcessGroup, widen
 from runner.targets import Target
 from runner.transfer import Progress
 
@@ -111,6 +111,7 @@ def verify(config: Config, target: Target, manifest: Manifest, env: Mapping[str,
     with private_keyring(config, env) as keyring, verified_spool(target, manifest) as spool:
         with ProcessGroup() as group:
             gpg = decrypt_into(group, keyring, config, source=spool, stdout=-1, env=env)
+            widen(gpg.popen.stdout.fileno())
             lister = group.start("pg_restore", postgres.read_all_argv(pg_restore), env=env, stdin=gpg.popen.stdout)
             gpg.popen.stdout.close()
             list_status = lister.wait()
@@ -164,6 +165,7 @@ def restore(
                 restorer = group.start("pg_restore", argv, env=tool_env)
             else:
                 gpg = decrypt_into(group, keyring, config, source=spool, stdout=-1, env=env)
+                widen(gpg.popen.stdout.fileno())
                 argv = postgres.restore_argv(pg_restore, dbname=params["dbname"], clean=clean, jobs=1)
                 restorer = group.start("pg_restore", argv, env=tool_env, stdin=gpg.popen.stdout)
                 gpg.popen.stdout.close()
