@@ -16,6 +16,7 @@ from pathlib import Path
 from bench import data
 from bench.commands import RunnerRun, runner
 from bench.servers import Servers
+from control import db
 from runner import postgres
 from tests.helpers import PG_BIN, base_env, libpq_env
 from tests.servers.seaweed import s3_env
@@ -29,6 +30,7 @@ do $$ begin
     end if;
 end $$
 """
+CONTROL_DATABASE = "bench_control"  # a name data.prune drops should a killed run leave it behind
 TIMEOUT_BASE = 300  # seconds any command may take, plus TIMEOUT_PER_GB for each GB of its database
 TIMEOUT_PER_GB = 900
 
@@ -40,6 +42,8 @@ class Settings:
     rows: tuple[str, ...]  # which rows, by module name; empty: all
     results: Path
     cache: Path
+    schedules: int = 10_000  # due schedules the clock row dispatches
+    load_seconds: float = 10.0  # how long the trigger row fires requests
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +123,21 @@ class Bench:
             yield sftp_env(self.servers.sshd, folder) if scheme == "sftp" else {"REMORA_TARGET_URL": f"file://{folder}"}
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def control_database(self) -> Iterator[str]:
+        """The URL of a new control-plane database with every migration applied; dropped afterwards."""
+        drop = f'drop database if exists "{CONTROL_DATABASE}" with (force)'
+        with self.cluster.connect() as conn:
+            conn.execute(drop)
+            conn.execute(f'create database "{CONTROL_DATABASE}"')
+        try:
+            url = self.cluster.url(CONTROL_DATABASE)
+            db.migrate(url)
+            yield url
+        finally:
+            with self.cluster.connect() as conn:
+                conn.execute(drop)
 
     @functools.cached_property
     def _bucket(self) -> str:

@@ -52,6 +52,7 @@ class Figure:
     ratio_name: str = ""  # how the ratio reads, e.g. "runner / pg_dump"
     ratios: list[float] = dataclasses.field(default_factory=list)  # one per round
     notes: str = ""
+    failures: list[str] = dataclasses.field(default_factory=list)  # what fails the figure whatever its values
 
     @property
     def measured(self) -> float:
@@ -59,6 +60,8 @@ class Figure:
         return max(self.candidate) if self.goal.on == "max" else statistics.median(self.ratios)
 
     def verdict(self) -> tuple[bool, str]:
+        if self.failures:
+            return False, "; ".join(self.failures)
         return self.goal.judge(self.measured)
 
     def to_json(self) -> dict:

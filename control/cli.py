@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from control import settings
 
 EXIT_CONFIG = 2
+WEB_WORKERS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply the database migrations not applied yet")
     web = commands.add_parser("web", help="serve the web app on $PORT with gunicorn")
     web.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    web.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    web.add_argument("--workers", type=int, default=WEB_WORKERS,
+                     help=f"gunicorn worker processes (default {WEB_WORKERS})")
     clock = commands.add_parser("clock", help="launch scheduled runs, find lost runs, send alerts")
     clock.add_argument("--once", action="store_true", help="one pass, then exit")
     resource = commands.add_parser("resource", help="manage resources").add_subparsers(
@@ -66,10 +68,14 @@ def _resource(args, config) -> int:
 
 
 def _web(args, config) -> int:
-    port = os.environ.get("PORT", "5000")
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{port}", "--workers", str(args.workers),
-            "--access-logfile", "-", "control:create_app()"]
+    argv = gunicorn_argv(host=args.host, port=os.environ.get("PORT", "5000"), workers=args.workers)
     os.execv(sys.executable, argv)  # the secrets stay in the environment, never in argv
+
+
+def gunicorn_argv(*, host: str, port: str, workers: int, app: str = "control:create_app()") -> list[str]:
+    """How ``web`` serves the app (the benchmark serves its own factory the same way)."""
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--access-logfile", "-", app]
 
 
 def _clock(args, config) -> int:

@@ -111,4 +111,13 @@ def make_resource(app, **kwargs) -> tuple[dict, str]:
         return resources.create(conn, app=kwargs.pop("app_name", "helper-app"), **kwargs)
 
 
-__all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "make_resource"]
+def due_schedules(url: str, count: int) -> None:
+    """``count`` resources whose (yearly) schedule came due a minute ago, inserted in one statement."""
+    with connect(url) as conn:
+        conn.execute(
+            "insert into resources (id, app, api_token_hash, schedule, next_run_at)"
+            " select gen_random_uuid(), 'app-' || n, sha256(('token-' || n)::bytea), '0 3 1 1 *',"
+            " now() - interval '1 minute' from generate_series(1, %s) n", (count,))
+
+
+__all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "due_schedules", "make_resource"]

@@ -7,7 +7,8 @@ import subprocess
 import threading
 
 from control import clock, db, schedules
-from tests.controlplane import REPO, RecordingLauncher, connect, control_argv, control_env, make_resource
+from tests.controlplane import (REPO, RecordingLauncher, connect, control_argv, control_env, due_schedules,
+                               make_resource)
 
 UTC = datetime.timezone.utc
 SCHEDULES = 1000
@@ -21,16 +22,8 @@ def test_schedules_fire_in_their_time_zone():
     assert schedules.period("0 */6 * * *", "UTC", winter) == datetime.timedelta(hours=6)
 
 
-def _due_schedules(url: str, count: int) -> None:
-    with connect(url) as conn:
-        conn.execute(
-            "insert into resources (id, app, api_token_hash, schedule, next_run_at)"
-            " select gen_random_uuid(), 'app-' || n, sha256(('token-' || n)::bytea), '0 3 1 1 *',"
-            " now() - interval '1 minute' from generate_series(1, %s) n", (count,))
-
-
 def test_two_clocks_over_a_thousand_due_schedules_launch_exactly_a_thousand_runs(app, control_db):
-    _due_schedules(control_db, SCHEDULES)
+    due_schedules(control_db, SCHEDULES)
     launcher = RecordingLauncher()
     start = threading.Barrier(2)
     launched: list[int] = []

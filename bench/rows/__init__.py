@@ -10,14 +10,6 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-# rows of the issue that need parts this version does not have yet, named in the results
-PENDING = {
-    "control plane: 10,000 due schedules, 2 clocks, fake launcher (all dispatched in ≤ 10 s, 0 duplicates)":
-        "needs the control plane",
-    "control plane: trigger endpoint under load on loopback (p99 ≤ 50 ms at 100 requests/s)":
-        "needs the control plane",
-}
-
 
 def all_rows() -> list[ModuleType]:
     """Every row module, in ``ORDER``."""
