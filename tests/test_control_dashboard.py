@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import threading
 import urllib.parse
 
 import pytest
@@ -18,6 +17,7 @@ from werkzeug.serving import make_server
 from control import create_app
 from tests.controlplane import SECRET_KEY, SSO_SALT, connect, make_resource
 from tests.servers.util import require_tool
+from tests.servers.util import serving as serving_server  # this module's serving() serves an app
 from tests.test_control_heroku import sso_form
 
 WAIT = 15  # seconds for a page to show what we expect
@@ -44,12 +44,8 @@ def browser(tmp_path, monkeypatch):
 def serving(app):
     """The app on a free loopback port, in a thread."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_server(server):
         yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
 
 
 def _login_page(base: str, form: dict) -> str:

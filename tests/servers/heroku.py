@@ -30,6 +30,8 @@ import pytest
 import referencing
 import referencing.jsonschema
 
+from tests.servers.util import serving
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "reference" / "heroku" / "platform-api-schema.json"
 SCHEMA = json.loads(SCHEMA_PATH.read_text())
 BASE_URI = SCHEMA["id"].rstrip("#")
@@ -251,13 +253,8 @@ def running_standin() -> Iterator[HerokuStandIn]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {}))
     standin = HerokuStandIn(f"http://127.0.0.1:{server.server_port}")
     server.RequestHandlerClass.standin = standin
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield standin
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

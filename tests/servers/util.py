@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
+import threading
+from collections.abc import Iterator
+from socketserver import BaseServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,18 @@ def free_ports(count: int) -> list[int]:
         for sock in socks:
             sock.bind(("127.0.0.1", 0))
         return [sock.getsockname()[1] for sock in socks]
+
+
+@contextlib.contextmanager
+def serving(server: BaseServer) -> Iterator[None]:
+    """Serve ``server`` from a thread until the block ends, then shut it down and close it."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def free_port() -> int:
