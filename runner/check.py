@@ -1,7 +1,9 @@
 """``remora-backup check``: every check a backup makes, and a round trip to the target, as a report.
 
-One line a check, ``ok``, ``FAIL`` or ``skip`` and what it found. Nothing is stored: the probe
-written to the target is deleted again. The exit code is that of the first failure.
+One line a check, ``ok``, ``FAIL`` or ``skip`` and what it found; ``next`` for a step the
+customer has yet to take (with ``--postdeploy``, attaching the database credential) and ``warn``
+for what works but should not be so. Nothing is stored: the probe written to the target is
+deleted again. The exit code is that of the first failure; neither ``next`` nor ``warn`` fails.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Report:
 
     out: TextIO
     failures: list[RemoraError] = dataclasses.field(default_factory=list)
+    pending: list[str] = dataclasses.field(default_factory=list)
 
     def step(self, name: str, action: Callable[[], tuple[T, str]]) -> T | None:
         """Run ``action``, which returns a value and what to say; None if it failed."""
@@ -41,37 +44,79 @@ class Report:
         self.line(name, "ok", detail)
         return value
 
+    def next(self, name: str, detail: str) -> None:
+        """A check that cannot run yet because of a step still to take: said, remembered, not a failure."""
+        self.pending.append(name)
+        self.line(name, "next", detail)
+
     def line(self, name: str, status: str, detail: str) -> None:
         print(log.redactor.scrub(f"{name:<11} {status:<4}  {detail}"), file=self.out, flush=True)
 
     def finish(self) -> int:
         """Log the outcome in one line, as every command does; return the first failure's exit code."""
+        pending = {"pending": ", ".join(self.pending)} if self.pending else {}
         if not self.failures:
-            logger.info("check passed")
+            logger.info("check passed", **pending)
             return 0
         first = self.failures[0]
-        logger.error(f"check failed: {first.one_line()}", exit_code=first.exit_code, failures=len(self.failures))
+        logger.error(f"check failed: {first.one_line()}", exit_code=first.exit_code, failures=len(self.failures),
+                     **pending)
         return first.exit_code
 
 
-def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_write: bool, out: TextIO) -> int:
-    """Check the configuration, the database and its credential, pg_dump, the keys and the target."""
+def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_write: bool, postdeploy: bool,
+        on_dyno: bool, out: TextIO) -> int:
+    """Check the configuration, the database and its credential, pg_dump, the keys and the target.
+
+    ``postdeploy``: a database URL not set yet is the next step to take, not a failure (app.json's
+    postdeploy script runs before the customer can attach the credential). ``on_dyno``: this runs
+    on a Heroku dyno, where a private key in the config vars is a risk worth a warning.
+    """
     report = Report(out)
     config = report.step("config", lambda: (load_config(), "the variables parse"))
     if config is None:
         for name in ("database", "credential", "pg_dump", "keys", "target"):
             report.line(name, "skip", "needs a valid configuration")
         return report.finish()
+    if postdeploy and config.database_url is None:
+        report.next("database", _attach_credential(config.database_url_env))
+        for name in ("credential", "pg_dump"):
+            report.line(name, "skip", "waits for the database")
+    else:
+        _database_checks(report, config, env, allow_write=allow_write)
+    report.step("keys", lambda: _keys(config, env))
+    if on_dyno and config.gpg_private_key is not None:
+        report.line("private key", "warn", _private_key_warning(config))
+    report.step("target", lambda: _target(config))
+    return report.finish()
+
+
+def _database_checks(report: Report, config: Config, env: Mapping[str, str], *, allow_write: bool) -> None:
     server = report.step("database", lambda: _database(config))
     if server is None:
         for name in ("credential", "pg_dump"):
             report.line(name, "skip", "needs the database")
-    else:
-        report.step("credential", lambda: _credential(config, allow_write=allow_write))
-        report.step("pg_dump", lambda: _pg_dump(server, env, gzip_level=config.gzip_level))
-    report.step("keys", lambda: _keys(config, env))
-    report.step("target", lambda: _target(config))
-    return report.finish()
+        return
+    report.step("credential", lambda: _credential(config, allow_write=allow_write))
+    report.step("pg_dump", lambda: _pg_dump(server, env, gzip_level=config.gzip_level))
+
+
+def _attach_credential(variable: str) -> str:
+    """What to do when the database URL is not set yet: make the read-only credential, attach it here."""
+    make = f"{variable} not set yet: create the read-only credential remora and its GRANTs (see the README's guide)"
+    if variable.endswith("_URL"):
+        # an attachment --as NAME sets NAME_URL, and keeps it current when Heroku rotates the credential
+        attach = (f"heroku addons:attach APP::DATABASE --credential remora --as {variable.removesuffix('_URL')}"
+                  " -a HELPER_APP")
+        return f"{make}, attach it with {attach} (APP: the database's app), then run check again"
+    return f"{make}, set {variable} to its URL, then run check again"
+
+
+def _private_key_warning(config: Config) -> str:
+    variables = "REMORA_GPG_PRIVATE_KEY" + (" REMORA_GPG_PASSPHRASE" if config.gpg_passphrase else "")
+    return ("REMORA_GPG_PRIVATE_KEY is set on this app: anyone who can run a dyno or read config vars here "
+            f"can decrypt every backup; keep the key offline and unset it: heroku config:unset {variables}"
+            " -a HELPER_APP")
 
 
 def _database(config: Config) -> tuple[postgres.Server, str]:

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("check", "check the configuration, credential, pg_dump, keys and target; store nothing")
     sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
     _allow_write(sub)
+    sub.add_argument(
+        "--postdeploy", action="store_true",
+        help="as app.json's postdeploy script runs it, before the database credential can be attached: "
+             "a database URL not set yet says how to attach it and does not fail; all else still does",
+    )
     return parser
 
 
@@ -95,7 +100,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         with shutdown.stop_on_signals():
             if args.command == "check":  # it reports a bad configuration as one of its checks
                 return check.run(lambda: _config(args, env), child_env(env),
-                                 allow_write=args.allow_write_credential, out=sys.stdout)
+                                 allow_write=args.allow_write_credential, postdeploy=args.postdeploy,
+                                 on_dyno=bool(env.get("DYNO")), out=sys.stdout)
             config = _config(args, env)
             return _COMMANDS[args.command](args, config, env)
     except RemoraError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 
 import pytest
 
@@ -12,11 +13,11 @@ from tests.servers.util import free_port
 CHECKS = ["config", "database", "credential", "pg_dump", "keys", "target"]
 
 
-def report(stdout: str) -> dict[str, str]:
-    """{check: status} from the report, which must have one line per check, in order."""
-    lines = [re.match(r"(\S+) +(ok|FAIL|skip)  (.*)", line) for line in stdout.splitlines()]
-    assert all(lines) and [m.group(1) for m in lines] == CHECKS, stdout
-    return {m.group(1): m.group(2) for m in lines}
+def report(stdout: str, checks: list[str] = CHECKS) -> dict[str, str]:
+    """{check: status} from the report, which must have one aligned line per check, in order."""
+    lines = [re.fullmatch(r"(.{11}) (ok|FAIL|skip|next|warn) +(\S.*)", line) for line in stdout.splitlines()]
+    assert all(lines) and [m.group(1).rstrip() for m in lines] == checks, stdout
+    return {m.group(1).rstrip(): m.group(2) for m in lines}
 
 
 def test_check_passes_and_leaves_nothing_in_any_target(request, target_env, database_env, gpg_env):
@@ -53,3 +54,106 @@ def test_check_reports_each_failure(request, tweak, exit_code, statuses, file_ta
     [error] = [line for line in result.stderr.splitlines() if "level=error" in line]
     assert "check failed:" in error and f"exit_code={exit_code}" in error and "Traceback" not in result.stderr
     assert leftovers(env, request) == []
+
+
+# --postdeploy: app.json's postdeploy script, which runs before the customer can attach the credential
+
+ATTACH = "heroku addons:attach APP::DATABASE --credential remora --as REMORA_DATABASE -a HELPER_APP"
+PENDING = {"database": "next", "credential": "skip", "pg_dump": "skip"}
+
+
+def test_postdeploy_without_a_database_says_how_to_attach_it_and_passes(request, target_env, gpg_key):
+    env = {**target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public}
+    result = remora("check", "--postdeploy", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), **PENDING}
+    [database] = [line for line in result.stdout.splitlines() if line.startswith("database")]
+    assert "REMORA_DATABASE_URL not set yet" in database and ATTACH in database and "README's guide" in database
+    assert re.search(r"credential +skip +waits for the database", result.stdout)
+    assert re.search(r"target +ok +.*: wrote, read and deleted remora/\.remora-probe-[0-9a-f]{8}", result.stdout)
+    assert leftovers(env, request) == []
+    [summary] = [line for line in result.stderr.splitlines() if "check " in line]
+    assert 'level=info event="check passed" pending=database' in summary, result.stderr
+
+
+@pytest.mark.parametrize("variable, says", [
+    ("BACKUP_DB_URL", "--credential remora --as BACKUP_DB -a HELPER_APP"),
+    ("BACKUPDB", "set BACKUPDB to its URL"),  # no attachment makes a name without _URL
+])
+def test_postdeploy_names_the_variable_given(variable, says, file_target_env, gpg_key):
+    env = {**file_target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public}
+    result = remora("check", "--postdeploy", "--database-url-env", variable, env=env)
+    assert result.returncode == 0 and f"{variable} not set yet" in result.stdout and says in result.stdout
+
+
+POSTDEPLOY_FAILURES = {  # with no database URL unless it says so: (env, exit code, {check: status} besides ok)
+    "keys": ({"REMORA_GPG_PUBLIC_KEYS": "garbage"}, 2, {**PENDING, "keys": "FAIL"}),
+    "target": ({"REMORA_TARGET_URL": "file:///sys"}, 6, {**PENDING, "target": "FAIL"}),
+    "config": ({"REMORA_GZIP_LEVEL": "eleven"}, 2, {"config": "FAIL", **{c: "skip" for c in CHECKS[1:]}}),
+    "database set but unreachable": (
+        {"REMORA_DATABASE_URL": f"postgresql://u:p@127.0.0.1:{free_port()}/db"}, 3,
+        {"database": "FAIL", "credential": "skip", "pg_dump": "skip"}),
+}
+
+
+@pytest.mark.parametrize("tweak, exit_code, statuses", POSTDEPLOY_FAILURES.values(), ids=POSTDEPLOY_FAILURES.keys())
+def test_postdeploy_still_fails_on_everything_else(request, tweak, exit_code, statuses, file_target_env, gpg_key):
+    env = {**file_target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public}
+    result = remora("check", "--postdeploy", env={**env, **tweak})
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), **statuses}
+    [error] = [line for line in result.stderr.splitlines() if "level=error" in line]
+    assert "check failed:" in error and f"exit_code={exit_code}" in error
+    assert ("pending=database" in error) == (statuses["database"] == "next")
+    assert leftovers(env, request) == []
+
+
+def test_postdeploy_refuses_a_set_database_url_whose_credential_can_write(file_target_env, gpg_key, pg_cluster,
+                                                                          database):
+    env = {**file_target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public,
+           "REMORA_DATABASE_URL": pg_cluster.url(database)}
+    result = remora("check", "--postdeploy", env=env)
+    assert result.returncode == 3
+    assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), "credential": "FAIL"}
+
+
+def test_without_postdeploy_a_missing_database_url_fails_as_before(file_target_env, gpg_key):
+    result = remora("check", env={**file_target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public})
+    assert result.returncode == 2
+    assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), "database": "FAIL",
+                                     "credential": "skip", "pg_dump": "skip"}
+    assert "REMORA_DATABASE_URL not set (set it as a config var)" in result.stdout
+
+
+# a private key on the helper app, where anyone who can run a dyno there can read it
+
+WITH_WARNING = CHECKS[:5] + ["private key"] + CHECKS[5:]
+
+
+@pytest.mark.parametrize("flags", [[], ["--postdeploy"]], ids=["check", "postdeploy"])
+def test_a_private_key_on_a_dyno_is_warned_about_and_never_shown(flags, file_target_env, database_env, gpg_key):
+    passphrase = f"planted-passphrase-{secrets.token_hex(6)}"
+    env = {**file_target_env, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public,
+           "REMORA_GPG_PRIVATE_KEY": gpg_key.private, "REMORA_GPG_PASSPHRASE": passphrase, "DYNO": "run.1234"}
+    result = remora("check", *flags, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report(result.stdout, WITH_WARNING) == {**dict.fromkeys(WITH_WARNING, "ok"), "private key": "warn"}
+    assert ("heroku config:unset REMORA_GPG_PRIVATE_KEY REMORA_GPG_PASSPHRASE -a HELPER_APP"
+            in result.stdout), result.stdout
+    assert "can decrypt every backup" in result.stdout
+    output = result.stdout + result.stderr
+    armor = [line for line in gpg_key.private.splitlines() if len(line) >= 16 and "PGP" not in line]
+    assert armor and not [line for line in armor if line in output] and "PRIVATE KEY" not in output
+    assert "planted-passphrase" not in output  # not even a part of it
+
+
+def test_a_private_key_off_a_dyno_is_not_warned_about(file_target_env, database_env, gpg_env):
+    result = remora("check", env={**file_target_env, **database_env, **gpg_env})
+    assert result.returncode == 0 and "REMORA_GPG_PRIVATE_KEY" in gpg_env
+    assert report(result.stdout) == dict.fromkeys(CHECKS, "ok")
+
+
+def test_check_help_describes_postdeploy():
+    result = remora("check", "--help", env={})
+    said = " ".join(result.stdout.split())  # argparse wraps the help to the terminal's width
+    assert result.returncode == 0 and "--postdeploy" in said and "app.json's postdeploy script" in said
