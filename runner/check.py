@@ -103,10 +103,11 @@ def _database_checks(report: Report, config: Config, env: Mapping[str, str], *, 
 
 def _attach_credential(variable: str) -> str:
     """What to do when the database URL is not set yet: make the read-only credential, attach it here."""
-    make = f"{variable} not set yet: create the read-only credential remora and its GRANTs (see the README's guide)"
+    make = (f"{variable} not set yet: create the read-only credential {privileges.READER_ROLE}"
+            " and its GRANTs (see the README's guide)")
     if variable.endswith("_URL"):
         # an attachment --as NAME sets NAME_URL, and keeps it current when Heroku rotates the credential
-        attach = (f"heroku addons:attach APP::DATABASE --credential remora --as {variable.removesuffix('_URL')}"
+        attach = (f"heroku addons:attach APP::DATABASE --credential {privileges.READER_ROLE} --as {variable.removesuffix('_URL')}"
                   " -a HELPER_APP")
         return f"{make}, attach it with {attach} (APP: the database's app), then run check again"
     return f"{make}, set {variable} to its URL, then run check again"

@@ -16,6 +16,7 @@ from runner.errors import CredentialError
 
 log = structlog.get_logger()
 SHOWN = 5  # findings named in a message; the rest are counted
+READER_ROLE = "backup_reader"  # the read-only role the messages' recipe (and the README's guide) makes
 
 # Roles the credential is or can become. A superuser is a member of every role.
 _MINE = "select oid, rolname from pg_roles where pg_has_role(current_user, oid, 'MEMBER')"
@@ -203,7 +204,7 @@ def check(conn: psycopg.Connection, *, variable: str, allow_write: bool) -> str:
 
 def read_only_recipe(found: Inspection) -> str:
     """How to make a read-only credential for this database, Heroku first."""
-    schemas, role = found.schemas, "remora"
+    schemas, role = found.schemas, READER_ROLE
     grants = [
         f"GRANT CONNECT ON DATABASE {found.database} TO {role}",
         f"GRANT USAGE ON SCHEMA {schemas} TO {role}",
@@ -217,7 +218,7 @@ def read_only_recipe(found: Inspection) -> str:
     return (
         f"use a read-only credential: on Heroku `heroku pg:credentials:create --name {role}`, then as the owner "
         + "; ".join(grants)
-        + f"; attach it with `heroku addons:attach DATABASE --credential {role} --as REMORA_DATABASE`"
+        + f"; attach it with `heroku addons:attach APP::DATABASE --credential {role} --as REMORA_DATABASE -a HELPER_APP`"
     )
 
 

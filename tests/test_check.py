@@ -58,7 +58,7 @@ def test_check_reports_each_failure(request, tweak, exit_code, statuses, file_ta
 
 # --postdeploy: app.json's postdeploy script, which runs before the customer can attach the credential
 
-ATTACH = "heroku addons:attach APP::DATABASE --credential remora --as REMORA_DATABASE -a HELPER_APP"
+ATTACH = "heroku addons:attach APP::DATABASE --credential backup_reader --as REMORA_DATABASE -a HELPER_APP"
 PENDING = {"database": "next", "credential": "skip", "pg_dump": "skip"}
 
 
@@ -77,7 +77,7 @@ def test_postdeploy_without_a_database_says_how_to_attach_it_and_passes(request,
 
 
 @pytest.mark.parametrize("variable, says", [
-    ("BACKUP_DB_URL", "--credential remora --as BACKUP_DB -a HELPER_APP"),
+    ("BACKUP_DB_URL", "--credential backup_reader --as BACKUP_DB -a HELPER_APP"),
     ("BACKUPDB", "set BACKUPDB to its URL"),  # no attachment makes a name without _URL
 ])
 def test_postdeploy_names_the_variable_given(variable, says, file_target_env, gpg_key):
