@@ -1,0 +1,180 @@
+"""The README's guides, run as a reader would run them: every shell block, in order, in bash.
+
+`Try it on your machine` runs against a throwaway PostgreSQL cluster of its own; `On Heroku` runs
+against the same, a real sshd as the customer's SFTP server, and `tests/guide/heroku`, a stand-in
+for the Heroku CLI (Heroku is the one thing this machine cannot reach). How each block is taken
+is in tests/guide/__init__.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shlex
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests import guide
+from tests.helpers import REPO
+from tests.procs import with_marker
+from tests.servers.gpg import stop_agent
+from tests.servers.postgres import running_cluster
+from tests.servers.sshd import SSHD
+from tests.servers.util import free_port
+
+README = (REPO / "README.md").read_text()
+LOCAL, HEROKU = "## Try it on your machine", "## On Heroku: from a database to a restored backup"
+PASSPHRASE = "guide-" + secrets.token_hex(8)  # what the reader types when gpg asks
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """The reader's folder and home; whatever the guide leaves running is stopped afterwards."""
+    home = tmp_path / "home"
+    home.mkdir()
+    marker = "GUIDE_MARKER=" + secrets.token_hex(8)
+    yield tmp_path / "work", home, marker
+    for pid in with_marker(marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+
+
+def reader_env(home: Path, marker: str, *, extra_path: str = "") -> dict[str, str]:
+    """A reader's terminal: PATH, HOME, locale; gpg asks for the passphrase through a file, not a tty."""
+    gnupg = home / ".gnupg"
+    gnupg.mkdir(mode=0o700)
+    (gnupg / "passphrase").write_text(PASSPHRASE)
+    # what a person types at gpg's prompts; `batch` only stops gpg asking for a terminal
+    (gnupg / "gpg.conf").write_text(f"batch\npinentry-mode loopback\npassphrase-file {gnupg / 'passphrase'}\n")
+    (gnupg / "gpg-agent.conf").write_text("allow-loopback-pinentry\ns2k-count 65536\n")
+    name, value = marker.split("=")
+    return {"PATH": f"{extra_path}/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+            "TMPDIR": str(home), name: value}
+
+
+def test_every_guide_block_is_taken():
+    """Each guide has runnable blocks, every marker is one the test knows, and none is left unread."""
+    for heading in (LOCAL, HEROKU):
+        text, _ = guide.section(README, heading)
+        found = guide.steps(README, heading)
+        assert sum(s.kind == "run" or s.kind in ("expect", "until") for s in found) >= 5, heading
+        assert text.count("```sh") == sum(s.kind != "deploy button" for s in found), heading
+        assert text.count("<!-- guide:") == sum(s.kind != "run" for s in found), f"{heading}: a marker is misplaced"
+        for step in found:
+            assert step.kind != "not run" or step.detail, f"{step.where()}: say why it is not run"
+
+
+def test_on_your_machine(workdir):
+    """A newcomer's path: a local database backed up and restored by the runner, by hand, and by the control plane."""
+    work, home, marker = workdir
+    work.mkdir()
+    (work / ".venv").symlink_to(REPO / ".venv")  # the guide runs from the repository's root
+    with running_cluster() as cluster:
+        shell = guide.Shell(work, reader_env(home, marker))
+        values = {"PGHOST": cluster.host, "PGPORT": str(cluster.port), "PGUSER": cluster.user,
+                  "PGPASSWORD": cluster.password, "PORT": str(free_port())}
+        try:
+            for step in guide.steps(README, LOCAL):
+                guide.take(step, shell, values=values, actions={}, deploy=_no_deploy)
+            backups = sorted((work / "backups").rglob("*.manifest.json"))
+            assert len(backups) == 2, "one backup by the runner, one through the control plane"
+        finally:
+            for gnupghome in home.glob("tmp.*"):  # the guide's `mktemp -d` keyring
+                stop_agent(gnupghome)
+
+
+def _no_deploy(shell, form):
+    raise AssertionError("the local guide deploys nothing")
+
+
+def test_on_heroku(workdir, sshd_server):
+    """The customer's path, with the Heroku CLI's stand-in and a real sshd as their SFTP server."""
+    work, home, marker = workdir
+    work.mkdir()
+    (home / "offline").mkdir()
+    sftp_dir = sshd_server.root / ("guide-" + secrets.token_hex(4))
+    with running_cluster() as cluster:
+        state = work.parent / "heroku.json"
+        state.write_text(json.dumps({"cluster": cluster.url("postgres"), "apps": {}}))
+        app, helper = "acme-shop", "acme-shop-backups"
+        _heroku_postgres_app(cluster, state, app)
+        env = reader_env(home, marker, extra_path=f"{REPO / 'tests' / 'guide'}:{REPO / '.venv' / 'bin'}:")
+        env["HEROKU_STANDIN_STATE"] = str(state)
+        shell = guide.Shell(work, env, typed=PASSPHRASE + "\n")
+        values = {"APP": app, "HELPER": helper, "OFFLINE": str(home / "offline"),
+                  "SFTP_HOST": sshd_server.host, "SFTP_PORT": str(sshd_server.port),
+                  "SFTP_USER": sshd_server.user, "SFTP_DIR": str(sftp_dir)}
+        actions = {
+            "restricted account": lambda shell: _restricted_account(shell, sftp_dir),
+            "authorize remora_sftp.pub": lambda shell: sshd_server.authorize((work / "remora_sftp.pub").read_text()),
+        }
+        deployed = []
+
+        def deploy(shell, form):
+            deployed.append(_deploy_button(shell, state, helper, form))
+
+        for step in guide.steps(README, HEROKU):
+            guide.take(step, shell, values=values, actions=actions, deploy=deploy)
+        stop_agent(home / ".gnupg")
+
+    assert deployed and "database    next" in deployed[0], "the postdeploy check said what comes next"
+    assert not any(work.rglob("*.dump")), "nothing decrypted was left on disk"
+
+
+def _heroku_postgres_app(cluster, state: Path, app: str) -> None:
+    """An app with Heroku Postgres: a database and its default credential, which owns everything in it."""
+    owner, password, dbname = "u" + secrets.token_hex(4), secrets.token_hex(12), "d" + secrets.token_hex(5)
+    with cluster.connect() as conn:
+        conn.execute(f"create role {owner} login password '{password}'")
+        conn.execute(f"create database {dbname} owner {owner}")
+    url = cluster.url(dbname, user=owner, password=password)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create table customer (id bigint generated always as identity primary key, name text)")
+        conn.execute("insert into customer (name) select 'customer ' || n from generate_series(1, 500) n")
+    data = json.loads(state.read_text())
+    data["apps"][app] = {"config": {"DATABASE_URL": url}}
+    state.write_text(json.dumps(data))
+
+
+def _restricted_account(shell: guide.Shell, folder: Path) -> None:
+    """The server block's sshd_config lines are valid sshd configuration; the account's folder exists."""
+    step = next(s for s in guide.steps(README, HEROKU) if s.detail == "restricted account")
+    match = re.search(r"<<'EOF'\n(.*?)\nEOF\n", step.code, re.S)
+    assert match, "the restricted account's block appends its sshd_config lines with a <<'EOF' heredoc"
+    config = shell.workdir.parent / "sshd_config_guide"
+    host_key = shell.workdir.parent / "host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    config.write_text(f"HostKey {host_key}\nSubsystem sftp internal-sftp\n{match[1]}\n")
+    checked = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, f"sshd -t refuses the guide's sshd_config lines: {checked.stderr}"
+    folder.mkdir(mode=0o700)
+
+
+def _deploy_button(shell: guide.Shell, state: Path, helper: str, form: dict[str, str]) -> str:
+    """What the Deploy to Heroku button does with app.json and the form: the app, its config, postdeploy."""
+    app_json = json.loads((REPO / "app.json").read_text())
+    env_entries = app_json["env"]
+    config = {}
+    for name, source in form.items():
+        assert name in env_entries, f"the guide's form asks for {name}, which app.json does not declare"
+        value = shell.variable(source[1:]) if source.startswith("$") else (shell.workdir / source).read_text()
+        config[name] = value
+    for name, entry in env_entries.items():
+        if entry.get("required"):
+            assert config.get(name), f"app.json requires {name}, and the guide's form leaves it empty"
+        if "value" in entry and name not in config:
+            config[name] = entry["value"]
+    data = json.loads(state.read_text())
+    data["apps"][helper] = {"config": config}
+    state.write_text(json.dumps(data))
+    postdeploy = app_json["scripts"]["postdeploy"]
+    result = subprocess.run(["heroku", "run", "-a", helper, *shlex.split(postdeploy)], env=shell.env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"postdeploy `{postdeploy}` failed:\n{result.stdout}{result.stderr}"
+    return result.stdout
