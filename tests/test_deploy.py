@@ -1,27 +1,32 @@
-"""What deploys: app.json (the helper app), Procfile and bin/release."""
+"""What deploys: app.json (the helper app), Procfile and bin/release, the add-on manifest."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
 
-from control import cli, db
+from control import cli, db, manifest
 from control.launchers import LaunchSpec
 from control.launchers.heroku import HerokuLauncher
 from runner.config import Config, Secret
 from runner.errors import UsageError
-from tests.controlplane import connect
+from tests.controlplane import ADDON_PASSWORD, SSO_SALT, connect
 from tests.helpers import REPO, base_env
+from tests.test_control_heroku import provision_body, sso_form
 
 APP_JSON = json.loads((REPO / "app.json").read_text())
 SCHEMA = json.loads((REPO / "reference" / "heroku" / "app-json-schema.json").read_text())
+TEMPLATE = json.loads((REPO / "addon-manifest.json").read_text())
 # set on each run by the control plane's launcher, so never app.json entries (checked against it below)
 PER_RUN = {"REMORA_CONTROL_URL", "REMORA_RUN_ID", "REMORA_RUN_TOKEN"}
 REQUIRED = {"REMORA_TARGET_URL", "REMORA_GPG_PUBLIC_KEYS"}
@@ -183,3 +188,87 @@ def test_release_on_a_helper_app_touches_no_database(pg_cluster, database):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "release: helper app (no REMORA_SECRET_KEY): nothing to migrate"
     assert relations(url) == before and "schema_migrations" not in before
+
+
+# the add-on manifest
+
+MANIFEST_ENV = {"HEROKU_ADDON_PASSWORD": ADDON_PASSWORD, "HEROKU_SSO_SALT": SSO_SALT,
+                "REMORA_CONTROL_URL": "https://control.test/"}
+
+
+def render_cli(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``remora-control manifest`` with only ``env``: no database, no secret key."""
+    return subprocess.run([sys.executable, "-m", "control.cli", "manifest"], env={**base_env(), **env},
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def strings(node) -> Iterator[str]:
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_the_committed_manifest_holds_placeholders_not_secrets():
+    api = TEMPLATE["api"]
+    assert manifest.PLACEHOLDER.fullmatch(api["password"]) and manifest.PLACEHOLDER.fullmatch(api["sso_salt"])
+    assert manifest.placeholders(TEMPLATE) == set(MANIFEST_ENV)
+    for text in strings(TEMPLATE):
+        assert not re.search(r"[A-Za-z0-9]{16,}", manifest.PLACEHOLDER.sub("", text)), text
+    assert all(url.startswith("http://localhost:") for url in api["test"].values())
+    assert (TEMPLATE["id"], api["version"], api["config_vars_prefix"]) == ("remora", "3", "REMORA")
+
+
+def test_the_manifest_renders_from_the_environment():
+    result = render_cli({**MANIFEST_ENV, "HEROKU_ADDON_ID": "remora"})
+    assert result.returncode == 0, result.stderr
+    rendered = json.loads(result.stdout)
+    assert rendered["api"]["password"] == ADDON_PASSWORD and rendered["api"]["sso_salt"] == SSO_SALT
+    assert rendered["api"]["production"] == {"base_url": "https://control.test/heroku/resources",
+                                             "sso_url": "https://control.test/heroku/sso"}
+    assert rendered["api"]["test"] == TEMPLATE["api"]["test"]
+    assert "${" not in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST_ENV))
+def test_a_missing_variable_renders_nothing(name):
+    for env in ({k: v for k, v in MANIFEST_ENV.items() if k != name}, {**MANIFEST_ENV, name: "  "}):
+        result = render_cli(env)
+        assert (result.returncode, result.stdout) == (2, "")
+        [line] = result.stderr.splitlines()
+        assert name in line and ADDON_PASSWORD not in line and SSO_SALT not in line
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"REMORA_CONTROL_URL": "http://control.test"}, "REMORA_CONTROL_URL"),
+    ({"REMORA_CONTROL_URL": "control.test"}, "https://"),
+    ({"HEROKU_ADDON_ID": "remora-staging"}, "HEROKU_ADDON_ID"),
+], ids=["plain-http", "no-scheme", "other-id"])
+def test_a_manifest_the_control_plane_could_not_serve_is_refused(env, words):
+    result = render_cli({**MANIFEST_ENV, **env})
+    assert (result.returncode, result.stdout) == (2, "")
+    [line] = result.stderr.splitlines()
+    assert words in line and ADDON_PASSWORD not in line
+
+
+def test_the_manifest_matches_what_the_control_plane_serves(heroku_app, heroku):
+    rendered = manifest.render(TEMPLATE, MANIFEST_ENV)
+    api, client = rendered["api"], heroku_app.test_client()
+    basic = base64.b64encode(f"{rendered['id']}:{api['password']}".encode()).decode()
+    answer = client.post(urlsplit(api["production"]["base_url"]).path, json=provision_body(heroku),
+                         headers={"Authorization": f"Basic {basic}"})
+    assert answer.status_code == 201, answer.json  # the app's Basic auth takes the manifest's id and password
+    assert set(answer.json["config"]) == set(api["config_vars"])
+    assert all(name.startswith(api["config_vars_prefix"] + "_") for name in api["config_vars"])
+    urls = heroku_app.url_map.bind("control.test")
+    resources = urlsplit(api["production"]["base_url"]).path
+    assert urls.match(resources, method="POST")[0] == "heroku.provision"
+    assert urls.match(f"{resources}/{answer.json['id']}", method="DELETE")[0] == "heroku.deprovision"
+    sso = urlsplit(api["production"]["sso_url"]).path
+    assert urls.match(sso, method="POST")[0] == "heroku.sso"
+    login = client.post(sso, data=sso_form(answer.json["id"], salt=api["sso_salt"]))
+    assert login.status_code == 303  # the app checks SSO tokens with the manifest's salt
