@@ -1,4 +1,4 @@
-"""What deploys: app.json (the helper app), Procfile and bin/release, the add-on manifest."""
+"""What deploys: app.json (the helper app), Procfile and bin/release, the add-on manifest, the pins."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from control import cli, db, manifest
 from control.launchers import LaunchSpec
@@ -272,3 +275,30 @@ def test_the_manifest_matches_what_the_control_plane_serves(heroku_app, heroku):
     assert urls.match(sso, method="POST")[0] == "heroku.sso"
     login = client.post(sso, data=sso_form(answer.json["id"], salt=api["sso_salt"]))
     assert login.status_code == 303  # the app checks SSO tokens with the manifest's salt
+
+
+# what the Python buildpack installs
+
+
+def test_the_buildpack_installs_the_project_at_the_pinned_versions():
+    lines = [line for line in (REPO / "requirements.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines == ["-c requirements/constraints.txt", ".[control]"]
+    assert (REPO / ".python-version").read_text().strip() == f"{sys.version_info.major}.{sys.version_info.minor}"
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    assert re.search(r"pip install .*-c requirements/constraints\.txt -e \"\.\[test,control", setup)
+
+
+def test_every_runtime_requirement_is_pinned_to_the_installed_version():
+    constraints = (REPO / "requirements" / "constraints.txt").read_text()
+    pins = dict(line.split("==") for line in constraints.splitlines() if line and not line.startswith("#"))
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"] + project["optional-dependencies"]["control"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not pinned in requirements/constraints.txt"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} is not {requirement.specifier}"
+    # the pins are the installed versions of all that and what it needs, no more and no less
+    generated = subprocess.run([sys.executable, str(REPO / "scripts" / "constraints.py")],
+                               capture_output=True, text=True, check=True).stdout
+    assert generated == constraints, "run scripts/constraints.py > requirements/constraints.txt"
