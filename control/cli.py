@@ -1,4 +1,4 @@
-"""``remora-control``: migrate, create resources, serve the web app, run the clock."""
+"""``remora-control``: migrate, create resources, serve the web app, run the clock, render the manifest."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from control import settings
+from control import manifest, settings
 
 EXIT_CONFIG = 2
 WEB_WORKERS = 2
@@ -31,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--schedule", metavar="CRON", help="e.g. '0 3 * * *' (default: on demand only)")
     create.add_argument("--timezone", default="UTC", metavar="TZ", help="the schedule's time zone (default UTC)")
     create.add_argument("--alert-webhook", metavar="URL", help="POSTed to when backups go missing and recover")
+    render = commands.add_parser("manifest", help="print the add-on manifest with its ${NAME} placeholders "
+                                 "filled from the environment, for `heroku addons:admin:manifest:push`")
+    render.add_argument("--template", type=Path, default=Path(manifest.TEMPLATE),
+                        help=f"the manifest with placeholders (default ./{manifest.TEMPLATE})")
     return parser
 
 
@@ -38,10 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "manifest":  # run where the add-on is published from: no database, no secret key
+            return _manifest(args)
         config = settings.from_env(os.environ)
         settings.check(config)
         return _COMMANDS[args.command](args, config)
-    except settings.ConfigError as e:
+    except (settings.ConfigError, manifest.ManifestError) as e:
         print(f"remora-control: {e}", file=sys.stderr)
         return EXIT_CONFIG
 
@@ -84,6 +91,12 @@ def _clock(args, config) -> int:
     if not config["CONTROL_URL"]:
         raise settings.ConfigError("REMORA_CONTROL_URL is not set (the runs report to it)")
     clock.main(config, once=args.once)
+    return 0
+
+
+def _manifest(args) -> int:
+    rendered = manifest.render(manifest.load(args.template), os.environ)
+    print(json.dumps(rendered, indent=2))
     return 0
 
 

@@ -28,10 +28,12 @@ if [ "$(id -u)" -eq 0 ] && ! id -u postgres >/dev/null 2>&1; then
 fi
 
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/seaweedfs.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/seaweedfs.txt -nt "$stamp" ] \
+        || [ requirements/constraints.txt -nt "$stamp" ]; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --upgrade pip
-    .venv/bin/pip install --quiet -e ".[test,control,bench]"
+    # the versions that deploy (requirements.txt installs with the same constraints)
+    .venv/bin/pip install --quiet -c requirements/constraints.txt -e ".[test,control,bench]"
     .venv/bin/pip install --quiet --require-hashes -r requirements/seaweedfs.txt
     touch "$stamp"
 fi
