@@ -107,8 +107,8 @@ def _attach_credential(variable: str) -> str:
             " and its GRANTs (see the README's guide)")
     if variable.endswith("_URL"):
         # an attachment --as NAME sets NAME_URL, and keeps it current when Heroku rotates the credential
-        attach = (f"heroku addons:attach APP::DATABASE --credential {privileges.READER_ROLE} --as {variable.removesuffix('_URL')}"
-                  " -a HELPER_APP")
+        attach = (f"heroku addons:attach APP::DATABASE --credential {privileges.READER_ROLE}"
+                  f" --as {variable.removesuffix('_URL')} -a HELPER_APP")
         return f"{make}, attach it with {attach} (APP: the database's app), then run check again"
     return f"{make}, set {variable} to its URL, then run check again"
 

@@ -113,7 +113,7 @@ def test_a_credential_that_can_write_is_refused_before_anything_is_stored(pg_clu
     line = error_line(result.stderr)
     assert "(role remora) can change the database: BYPASSRLS; CREATEDB; CREATEROLE; REPLICATION; SUPERUSER; ... and" in line
     assert "`heroku pg:credentials:create --name backup_reader`" in line
-    assert "GRANT SELECT ON ALL TABLES IN SCHEMA audit, public, sales TO remora" in line
+    assert "GRANT SELECT ON ALL TABLES IN SCHEMA audit, public, sales TO backup_reader" in line
     assert "--allow-write-credential" in line and "Traceback" not in result.stderr
     assert list(target_folder(env).rglob("*")) == []
 
