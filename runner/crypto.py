@@ -20,6 +20,7 @@ from pathlib import Path
 import gnupg
 import structlog
 
+from runner import armor
 from runner.errors import CryptoError, UsageError
 
 log = structlog.get_logger()
@@ -62,7 +63,7 @@ class Keyring:
 
     def import_public(self, armored: str, *, variable: str = "REMORA_GPG_PUBLIC_KEYS") -> list[Recipient]:
         """Import every public key in ``armored`` and check that each can be encrypted to: the recipients."""
-        for number, block in enumerate(_public_blocks(armored, variable), 1):
+        for number, block in enumerate(_public_blocks(armor.refold(armored), variable), 1):
             if not self._gpg.import_keys(block).fingerprints:
                 raise UsageError(
                     f"{variable}: key block {number} is not a readable OpenPGP public key",
@@ -72,7 +73,7 @@ class Keyring:
 
     def import_private(self, armored: str, *, passphrase: str | None) -> None:
         """Import the private key that decrypts backups."""
-        result = self._gpg.import_keys(armored, passphrase=passphrase)
+        result = self._gpg.import_keys(armor.refold(armored), passphrase=passphrase)
         if not result.fingerprints or not self._gpg.list_keys(secret=True):
             raise UsageError(
                 "REMORA_GPG_PRIVATE_KEY holds no OpenPGP private key",
