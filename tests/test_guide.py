@@ -164,7 +164,7 @@ def _deploy_button(shell: guide.Shell, state: Path, helper: str, form: dict[str,
     for name, source in form.items():
         assert name in env_entries, f"the guide's form asks for {name}, which app.json does not declare"
         value = shell.variable(source[1:]) if source.startswith("$") else (shell.workdir / source).read_text()
-        config[name] = value
+        config[name] = value.replace("\r", "").replace("\n", "")  # what a single-line field keeps of a paste
     for name, entry in env_entries.items():
         if entry.get("required"):
             assert config.get(name), f"app.json requires {name}, and the guide's form leaves it empty"
