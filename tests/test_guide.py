@@ -1,9 +1,10 @@
 """The README's guides, run as a reader would run them: every shell block, in order, in bash.
 
 `Try it on your machine` runs against a throwaway PostgreSQL cluster of its own; `On Heroku` runs
-against the same, a real sshd as the customer's SFTP server, and `tests/guide/heroku`, a stand-in
-for the Heroku CLI (Heroku is the one thing this machine cannot reach). How each block is taken
-is in tests/guide/__init__.py.
+against the same, a real sshd as the customer's SFTP server, the control plane as the add-on, and
+the stand-ins for what this machine cannot reach: `tests/guide/heroku` for the Heroku CLI, and
+the Platform API's (tests/servers/heroku.py), whose dynos the CLI's stand-in runs. How each block
+is taken is in tests/guide/__init__.py.
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ import re
 import secrets
 import shlex
 import subprocess
+import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+import requests
+from werkzeug.serving import make_server
 
+from control import create_app
 from tests import guide
+from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, SSO_SALT
 from tests.helpers import REPO
 from tests.procs import with_marker
 from tests.servers.gpg import stop_agent
 from tests.servers.postgres import running_cluster
 from tests.servers.sshd import SSHD
-from tests.servers.util import free_port
+from tests.servers.util import free_port, serving
 
 README = (REPO / "README.md").read_text()
 LOCAL, HEROKU = "## Try it on your machine", "## On Heroku: from a database to a restored backup"
@@ -93,8 +99,23 @@ def _no_deploy(shell, form):
     raise AssertionError("the local guide deploys nothing")
 
 
-def test_on_heroku(workdir, sshd_server):
-    """The customer's path, with the Heroku CLI's stand-in and a real sshd as their SFTP server."""
+@pytest.fixture
+def control_plane(control_db, heroku):
+    """The add-on: the control plane served on a free port, launching dynos through the Platform API stand-in."""
+    port = free_port()
+    app = create_app({
+        "SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": "heroku",
+        "CONTROL_URL": f"http://127.0.0.1:{port}", "HEROKU_API_URL": heroku.api_url, "HEROKU_ID_URL": heroku.id_url,
+        "HEROKU_ADDON_ID": ADDON_ID, "HEROKU_ADDON_PASSWORD": ADDON_PASSWORD, "HEROKU_SSO_SALT": SSO_SALT,
+        "HEROKU_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+    })
+    with serving(make_server("127.0.0.1", port, app, threaded=True)):
+        yield f"http://127.0.0.1:{port}"
+    app.extensions["remora.pool"].close()
+
+
+def test_on_heroku(workdir, sshd_server, heroku, control_plane):
+    """The customer's path: the Heroku CLI's and Platform API's stand-ins, the add-on, a real sshd as their SFTP server."""
     work, home, marker = workdir
     work.mkdir()
     (home / "offline").mkdir()
@@ -106,6 +127,7 @@ def test_on_heroku(workdir, sshd_server):
         _heroku_postgres_app(cluster, state, app)
         env = reader_env(home, marker, extra_path=f"{REPO / 'tests' / 'guide'}:{REPO / '.venv' / 'bin'}:")
         env["HEROKU_STANDIN_STATE"] = str(state)
+        heroku.on_dyno = lambda dyno, body: _start_dyno(env, dyno, body)
         shell = guide.Shell(work, env, typed=PASSPHRASE + "\n")
         values = {"APP": app, "HELPER": helper, "OFFLINE": str(home / "offline"),
                   "SFTP_HOST": sshd_server.host, "SFTP_PORT": str(sshd_server.port),
@@ -117,13 +139,15 @@ def test_on_heroku(workdir, sshd_server):
         deployed = []
 
         def deploy(shell, form):
-            deployed.append(_deploy_button(shell, state, helper, form))
+            deployed.append(_deploy_button(shell, state, helper, form, heroku=heroku, control_plane=control_plane))
 
         for step in guide.steps(README, HEROKU):
             guide.take(step, shell, values=values, actions=actions, deploy=deploy)
         stop_agent(home / ".gnupg")
 
     assert deployed and "database    next" in deployed[0], "the postdeploy check said what comes next"
+    assert [d["command"] for d in heroku.dynos.values()] == ["bin/remora-backup backup"], "the add-on launched one"
+    assert heroku.problems == []
     assert not any(work.rglob("*.dump")), "nothing decrypted was left on disk"
 
 
@@ -156,8 +180,31 @@ def _restricted_account(shell: guide.Shell, folder: Path) -> None:
     folder.mkdir(mode=0o700)
 
 
-def _deploy_button(shell: guide.Shell, state: Path, helper: str, form: dict[str, str]) -> str:
-    """What the Deploy to Heroku button does with app.json and the form: the app, its config, postdeploy."""
+def _start_dyno(env: dict[str, str], dyno: dict, body: dict) -> None:
+    """What Heroku does with a dyno the add-on creates: run its command on the app, detached."""
+    subprocess.Popen(["heroku", "run:detached", "-a", dyno["app"]["name"], *shlex.split(body["command"])],
+                     env={**env, "HEROKU_STANDIN_DYNO_ENV": json.dumps(body.get("env", {}))},
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _provision(addon: dict, helper: str, *, heroku, control_plane: str) -> dict[str, str]:
+    """What Heroku's marketplace does for app.json's add-on: provision it, with a grant; its config vars."""
+    assert addon["plan"].split(":")[0] == ADDON_ID, "app.json's add-on is this project's"
+    resource = str(uuid.uuid4())
+    heroku.add_addon(resource, helper)
+    answer = requests.post(f"{control_plane}/heroku/resources", auth=(ADDON_ID, ADDON_PASSWORD), timeout=30, json={
+        "uuid": resource, "plan": addon["plan"].partition(":")[2] or "default", "name": "remora-guide-1",
+        "region": "amazon-web-services::us-east-1", "callback_url": f"https://api.heroku.com/addons/{resource}",
+        "oauth_grant": heroku.grant(CLIENT_SECRET), "options": addon.get("options", {})})
+    assert answer.status_code in (200, 201, 202), answer.text
+    config = answer.json()["config"]
+    assert all(name.startswith(addon["as"] + "_") for name in config), "the attachment's name prefixes its vars"
+    return config
+
+
+def _deploy_button(shell: guide.Shell, state: Path, helper: str, form: dict[str, str], *, heroku,
+                   control_plane: str) -> str:
+    """What the Deploy to Heroku button does with app.json and the form: the app, its add-ons, postdeploy."""
     app_json = json.loads((REPO / "app.json").read_text())
     env_entries = app_json["env"]
     config = {}
@@ -170,6 +217,8 @@ def _deploy_button(shell: guide.Shell, state: Path, helper: str, form: dict[str,
             assert config.get(name), f"app.json requires {name}, and the guide's form leaves it empty"
         if "value" in entry and name not in config:
             config[name] = entry["value"]
+    for addon in app_json["addons"]:
+        config.update(_provision(addon, helper, heroku=heroku, control_plane=control_plane))
     data = json.loads(state.read_text())
     data["apps"][helper] = {"config": config}
     state.write_text(json.dumps(data))

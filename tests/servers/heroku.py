@@ -21,7 +21,7 @@ import secrets
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -113,6 +113,7 @@ class HerokuStandIn:
         self.access_tokens: set[str] = set()
         self.refresh_tokens: dict[str, str] = {}  # refresh token → client secret it needs
         self.expires_in = 28800
+        self.on_dyno: Callable[[dict, dict], None] | None = None  # starts a created dyno, given it and the request
         self._scripted: list[tuple[int, dict]] = []
         self.lock = threading.Lock()
 
@@ -157,6 +158,8 @@ class HerokuStandIn:
             "created_at": now, "updated_at": now, "app": self.app_identity(app),
         }
         self.dynos[dyno["id"]] = dyno
+        if self.on_dyno is not None:
+            self.on_dyno(dyno, body)
         return dyno
 
     def addon_info(self, addon_id: str) -> dict:
