@@ -141,7 +141,7 @@ class Shell:
             f"mv {shlex.quote(str(self.state))}.new {shlex.quote(str(self.state))}",
         ])
         return subprocess.run(["bash", "-c", script], env=self.env, cwd=self.workdir, capture_output=True,
-                              text=True, timeout=timeout, input=self.typed)
+                              text=True, timeout=timeout, input=self.typed, check=False)
 
     def variable(self, name: str) -> str:
         """A variable's value at the end of the last block, as bash has it."""
