@@ -4,6 +4,7 @@ ends in exactly one of the two outcomes tests/faults/harness.py allows."""
 from __future__ import annotations
 
 import contextlib
+import socket
 import subprocess
 import sys
 import uuid
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.faults.harness import MIB, FaultRun, Stored, assert_outcome
-from tests.faults.proxy import FaultProxy
+from tests.faults.proxy import FaultProxy, Refuse
 from tests.faults.table import ATTEMPTS, FAULTS, Fault
 from tests.helpers import REPO, target_folder
 from tests.servers.postgres import add_blob_table
@@ -70,7 +71,7 @@ def _sftp(request, fault: Fault):
     tmp_path = request.getfixturevalue("tmp_path")
     folder = server.root / uuid.uuid4().hex[:12]
     folder.mkdir()
-    with FaultProxy(server.port) as proxy, contextlib.ExitStack() as impostors:
+    with FaultProxy(server.port, opens_with=b"SSH-") as proxy, contextlib.ExitStack() as impostors:
         env = sftp_env(server, folder)
         env["REMORA_TARGET_URL"] = f"sftp://{server.user}@127.0.0.1:{proxy.port}{folder}"
         env["REMORA_SFTP_KNOWN_HOSTS"] = f"[127.0.0.1]:{proxy.port} " + server.known_hosts_line.split(" ", 1)[1]
@@ -127,3 +128,17 @@ def test_the_readme_table_is_the_fault_table():
         [sys.executable, "scripts/fault_table.py", "--check"], cwd=REPO, capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_stray_client_takes_no_fault_meant_for_ssh(sshd_server):
+    """A connection that does not speak SSH (a leftover client of another test) leaves the plan alone."""
+    with FaultProxy(sshd_server.port, opens_with=b"SSH-") as proxy:
+        proxy.plan(Refuse())
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as stray:
+            stray.sendall(b"POST /api/v1/runs/x/events HTTP/1.1\r\n\r\n")
+            assert stray.recv(7) == b"SSH-2.0"  # passed on to sshd untouched
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as runner:
+            runner.sendall(b"SSH-2.0-test\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                assert runner.recv(7) == b""  # refused
+        assert proxy.fired == [Refuse()]

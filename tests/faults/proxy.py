@@ -1,7 +1,10 @@
 """A TCP proxy on a free loopback port that fails on purpose, between the runner and a real server.
 
 Each new connection takes the next fault of the proxy's plan (``proxy.plan(Cut(...), ...)``);
-once the plan is used up, connections pass untouched. The faults:
+once the plan is used up, connections pass untouched. With ``opens_with`` (b"SSH-" in front of
+sshd), a connection that does not open with those bytes takes none: a stray client of an earlier
+test, say, whose server's port this proxy now has, must not use up a fault meant for the runner.
+The faults:
 
     Cut(after)      forward ``after`` bytes from the client (``down=True``: from the server),
                     then close both sides
@@ -33,6 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 from tests.servers.util import free_port
 
 CHUNK = 64 * 1024
+OPENING_SECONDS = 10  # how long a client may take to send ``opens_with``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +80,10 @@ class Answer:
 class FaultProxy:
     """Forwards 127.0.0.1:port to 127.0.0.1:upstream, with the faults it is told to make."""
 
-    def __init__(self, upstream: int, *, http: bool = False):
+    def __init__(self, upstream: int, *, http: bool = False, opens_with: bytes = b""):
         self.upstream = upstream
         self.http = http
+        self.opens_with = opens_with
         self.port = free_port()
         self.rate: float | None = None  # bytes a second from the client, None: as fast as it goes
         self.connections = 0
@@ -124,10 +129,27 @@ class FaultProxy:
                 return
             with self._lock:
                 self.connections += 1
-                fault = self._plan.popleft() if self._plan else None
                 self._sockets.append(client)
             handler = self._serve_http if self.http else self._serve
-            threading.Thread(target=handler, args=(client, fault), name="proxy-conn", daemon=True).start()
+            threading.Thread(target=handler, args=(client,), name="proxy-conn", daemon=True).start()
+
+    def _next_fault(self, client: socket.socket):
+        """The plan's next fault, if ``client`` opens with ``opens_with`` (SSH clients send it at once)."""
+        deadline, head = time.monotonic() + OPENING_SECONDS, b""
+        client.settimeout(OPENING_SECONDS)
+        with contextlib.suppress(OSError):
+            while len(head) < len(self.opens_with) and time.monotonic() < deadline:
+                peeked = client.recv(len(self.opens_with), socket.MSG_PEEK)
+                if not peeked:
+                    break  # closed before a word
+                if peeked == head:
+                    time.sleep(0.01)  # the rest is on its way
+                head = peeked
+        client.settimeout(None)
+        if not head.startswith(self.opens_with):
+            return None
+        with self._lock:
+            return self._plan.popleft() if self._plan else None
 
     def _open_upstream(self, port: int) -> socket.socket:
         upstream = socket.create_connection(("127.0.0.1", port))
@@ -137,7 +159,8 @@ class FaultProxy:
 
     # --- plain TCP ------------------------------------------------------------------------------
 
-    def _serve(self, client: socket.socket, fault) -> None:
+    def _serve(self, client: socket.socket) -> None:
+        fault = self._next_fault(client)
         if isinstance(fault, Refuse):
             self._fire(fault)
             _reset(client)
@@ -188,7 +211,7 @@ class FaultProxy:
 
     # --- HTTP (S3) ------------------------------------------------------------------------------
 
-    def _serve_http(self, client: socket.socket, _fault) -> None:
+    def _serve_http(self, client: socket.socket) -> None:
         head, body = _read_head(client)
         if head is None:
             _close(client)
