@@ -78,12 +78,7 @@ def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_writ
         for name in ("database", "credential", "pg_dump", "keys", "target"):
             report.line(name, "skip", "needs a valid configuration")
         return report.finish()
-    if postdeploy and config.database_url is None:
-        report.next("database", _attach_credential(config.database_url_env))
-        for name in ("credential", "pg_dump"):
-            report.line(name, "skip", "waits for the database")
-    else:
-        _database_checks(report, config, env, allow_write=allow_write)
+    _database_checks(report, config, env, allow_write=allow_write, postdeploy=postdeploy)
     report.step("keys", lambda: _keys(config, env))
     if on_dyno and config.gpg_private_key is not None:
         report.line("private key", "warn", _private_key_warning(config))
@@ -91,11 +86,16 @@ def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_writ
     return report.finish()
 
 
-def _database_checks(report: Report, config: Config, env: Mapping[str, str], *, allow_write: bool) -> None:
-    server = report.step("database", lambda: _database(config))
+def _database_checks(report: Report, config: Config, env: Mapping[str, str], *, allow_write: bool,
+                     postdeploy: bool) -> None:
+    if postdeploy and config.database_url is None:
+        report.next("database", _attach_credential(config.database_url_env))
+        server, why = None, "waits for the database"
+    else:
+        server, why = report.step("database", lambda: _database(config)), "needs the database"
     if server is None:
         for name in ("credential", "pg_dump"):
-            report.line(name, "skip", "needs the database")
+            report.line(name, "skip", why)
         return
     report.step("credential", lambda: _credential(config, allow_write=allow_write))
     report.step("pg_dump", lambda: _pg_dump(server, env, gzip_level=config.gzip_level))
