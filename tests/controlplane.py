@@ -6,9 +6,12 @@ Every test gets its own database, copied from a template migrated once per sessi
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import sys
 import threading
+import time
+import uuid
 
 import psycopg
 import pytest
@@ -90,6 +93,23 @@ def heroku_app(control_db, heroku):
     app.extensions["remora.pool"].close()
 
 
+def provision_body(heroku, *, plan: str = "basic", **options) -> dict:
+    """A provision request as Heroku sends it, with a fresh uuid and an OAuth grant from the stand-in."""
+    addon = str(uuid.uuid4())
+    return {"uuid": addon, "plan": plan, "region": "amazon-web-services::us-east-1",
+            "callback_url": f"https://api.heroku.com/addons/{addon}", "name": "remora-shiny-12345",
+            "oauth_grant": heroku.grant(CLIENT_SECRET), "options": options,
+            "log_input_url": "https://token:t@1.us.logplex.io/logs", "log_drain_token": "d.x"}
+
+
+def sso_form(resource_id: str, *, timestamp: int | None = None, salt: str = SSO_SALT) -> dict:
+    """The form Heroku's SSO posts for ``resource_id``, signed with ``salt``."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    token = hashlib.sha1(f"{resource_id}:{salt}:{timestamp}".encode()).hexdigest()
+    return {"resource_id": resource_id, "resource_token": token, "timestamp": str(timestamp),
+            "nav-data": "nav", "email": "dba@example.com"}
+
+
 def connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, row_factory=psycopg.rows.dict_row)
 
@@ -120,4 +140,5 @@ def due_schedules(url: str, count: int) -> None:
             " now() - interval '1 minute' from generate_series(1, %s) n", (count,))
 
 
-__all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "due_schedules", "make_resource"]
+__all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "due_schedules", "make_resource",
+           "provision_body", "sso_form"]

@@ -7,8 +7,7 @@ import base64
 import pytest
 
 from control.launchers import LaunchError
-from tests.controlplane import ADDON_ID, connect, make_resource
-from tests.test_control_heroku import provision_body, sso_form
+from tests.controlplane import ADDON_ID, connect, make_resource, provision_body, sso_form
 
 NONE, WRONG, OTHER = "none", "wrong", "other"
 

@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 import uuid
 
 import pytest
 
 from control import tokens
-from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, SSO_SALT, connect
+from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, connect, provision_body, sso_form
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
-
-
-def provision_body(heroku, **options) -> dict:
-    addon = str(uuid.uuid4())
-    return {"uuid": addon, "plan": "basic", "region": "amazon-web-services::us-east-1",
-            "callback_url": f"https://api.heroku.com/addons/{addon}", "name": "remora-shiny-12345",
-            "oauth_grant": heroku.grant(CLIENT_SECRET), "options": options,
-            "log_input_url": "https://token:t@1.us.logplex.io/logs", "log_drain_token": "d.x"}
-
-
-def sso_form(resource_id: str, *, timestamp: int | None = None, salt: str = SSO_SALT) -> dict:
-    timestamp = int(time.time()) if timestamp is None else timestamp
-    token = hashlib.sha1(f"{resource_id}:{salt}:{timestamp}".encode()).hexdigest()
-    return {"resource_id": resource_id, "resource_token": token, "timestamp": str(timestamp),
-            "nav-data": "nav", "email": "dba@example.com"}
 
 
 def test_provisioning_exchanges_the_grant_and_stores_tokens_encrypted(heroku_app, heroku):

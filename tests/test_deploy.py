@@ -23,9 +23,8 @@ from control.launchers import LaunchSpec
 from control.launchers.heroku import HerokuLauncher
 from runner.config import Config, Secret
 from runner.errors import UsageError
-from tests.controlplane import ADDON_PASSWORD, SSO_SALT, connect
+from tests.controlplane import ADDON_PASSWORD, SSO_SALT, connect, provision_body, sso_form
 from tests.helpers import REPO, base_env
-from tests.test_control_heroku import provision_body, sso_form
 
 APP_JSON = json.loads((REPO / "app.json").read_text())
 SCHEMA = json.loads((REPO / "reference" / "heroku" / "app-json-schema.json").read_text())

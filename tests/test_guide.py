@@ -16,7 +16,6 @@ import re
 import secrets
 import shlex
 import subprocess
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -26,18 +25,12 @@ from werkzeug.serving import make_server
 
 from control import create_app
 from tests import guide
-from tests.controlplane import (
-    ADDON_ID,
-    ADDON_PASSWORD,
-    CLIENT_SECRET,
-    SECRET_KEY,
-    SSO_SALT,
-)
+from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, SSO_SALT, provision_body
 from tests.helpers import REPO
 from tests.procs import with_marker
 from tests.servers.gpg import stop_agent
 from tests.servers.postgres import running_cluster
-from tests.servers.sshd import SSHD
+from tests.servers.sshd import SSHD, keygen
 from tests.servers.util import free_port, serving
 
 README = (REPO / "README.md").read_text()
@@ -167,8 +160,13 @@ def _heroku_postgres_app(cluster, state: Path, app: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("create table customer (id bigint generated always as identity primary key, name text)")
         conn.execute("insert into customer (name) select 'customer ' || n from generate_series(1, 500) n")
+    _add_app(state, app, {"DATABASE_URL": url})
+
+
+def _add_app(state: Path, app: str, config: dict[str, str]) -> None:
+    """An app, with these config vars, in the Heroku CLI stand-in's state."""
     data = json.loads(state.read_text())
-    data["apps"][app] = {"config": {"DATABASE_URL": url}}
+    data["apps"][app] = {"config": config}
     state.write_text(json.dumps(data))
 
 
@@ -179,7 +177,7 @@ def _restricted_account(shell: guide.Shell, folder: Path) -> None:
     assert match, "the restricted account's block appends its sshd_config lines with a <<'EOF' heredoc"
     config = shell.workdir.parent / "sshd_config_guide"
     host_key = shell.workdir.parent / "host_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    keygen(host_key)
     config.write_text(f"HostKey {host_key}\nSubsystem sftp internal-sftp\n{match[1]}\n")
     checked = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, f"sshd -t refuses the guide's sshd_config lines: {checked.stderr}"
@@ -196,12 +194,9 @@ def _start_dyno(env: dict[str, str], dyno: dict, body: dict) -> None:
 def _provision(addon: dict, helper: str, *, heroku, control_plane: str) -> dict[str, str]:
     """What Heroku's marketplace does for app.json's add-on: provision it, with a grant; its config vars."""
     assert addon["plan"].split(":")[0] == ADDON_ID, "app.json's add-on is this project's"
-    resource = str(uuid.uuid4())
-    heroku.add_addon(resource, helper)
-    answer = requests.post(f"{control_plane}/heroku/resources", auth=(ADDON_ID, ADDON_PASSWORD), timeout=30, json={
-        "uuid": resource, "plan": addon["plan"].partition(":")[2] or "default", "name": "remora-guide-1",
-        "region": "amazon-web-services::us-east-1", "callback_url": f"https://api.heroku.com/addons/{resource}",
-        "oauth_grant": heroku.grant(CLIENT_SECRET), "options": addon.get("options", {})})
+    body = provision_body(heroku, plan=addon["plan"].partition(":")[2] or "default", **addon.get("options", {}))
+    heroku.add_addon(body["uuid"], helper)
+    answer = requests.post(f"{control_plane}/heroku/resources", auth=(ADDON_ID, ADDON_PASSWORD), json=body, timeout=30)
     assert answer.status_code in (200, 201, 202), answer.text
     config = answer.json()["config"]
     assert all(name.startswith(addon["as"] + "_") for name in config), "the attachment's name prefixes its vars"
@@ -225,9 +220,7 @@ def _deploy_button(shell: guide.Shell, state: Path, helper: str, form: dict[str,
             config[name] = entry["value"]
     for addon in app_json["addons"]:
         config.update(_provision(addon, helper, heroku=heroku, control_plane=control_plane))
-    data = json.loads(state.read_text())
-    data["apps"][helper] = {"config": config}
-    state.write_text(json.dumps(data))
+    _add_app(state, helper, config)
     postdeploy = app_json["scripts"]["postdeploy"]
     result = subprocess.run(["heroku", "run", "-a", helper, *shlex.split(postdeploy)], check=False, env=shell.env,
                             capture_output=True, text=True, timeout=300)
