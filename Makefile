@@ -13,4 +13,4 @@ test: setup
 
 # knobs: BENCH_SIZES (GB, default 1,4), BENCH_REPEATS (default 3), BENCH_ROWS (default all)
 bench: setup
-	$(PYTHON) -m bench --update-readme
+	$(PYTHON) -m bench --update-docs

@@ -72,5 +72,5 @@ def _os_release() -> str:
 def _commit() -> str:
     """HEAD, and whether the code differs from it (what the benchmark itself writes aside)."""
     commit = _first_line(["git", "rev-parse", "--short", "HEAD"])
-    changes = _output(["git", "status", "--porcelain", "--", ".", ":(exclude)bench/results", ":(exclude)README.md"])
+    changes = _output(["git", "status", "--porcelain", "--", ".", ":(exclude)bench/results", ":(exclude)docs/benchmarks.md"])
     return commit + (" with uncommitted changes" if changes else "")

@@ -1,4 +1,4 @@
-"""The results: ``latest.json`` (everything), ``latest.md`` (for people), and the README's section."""
+"""The results: ``latest.json`` (everything), ``latest.md`` (for people), and the section of docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import re
 from pathlib import Path
 
-README_BEGIN = "<!-- bench:begin (written by `make bench`; edit bench/report.py instead) -->"
-README_END = "<!-- bench:end -->"
+DOC_BEGIN = "<!-- bench:begin (written by `make bench`; edit bench/report.py instead) -->"
+DOC_END = "<!-- bench:end -->"
 
 
 def write(results: dict, folder: Path) -> list[Path]:
@@ -81,7 +81,7 @@ def markdown(results: dict) -> str:
 
 
 def summary(results: dict) -> str:
-    """The README's section: how the figures were made, and the figures."""
+    """The benchmarks page's section: how the figures were made, and the figures."""
     machine = _runs(results)[-1]["machine"]
     where = f"{machine['CPU']}, {machine['cores']} cores, {machine['memory']}; PostgreSQL {machine['PostgreSQL server']}"
     lines = [*_heading(results), "", f"Machine: {where} (details in `bench/results/latest.md`).", ""]
@@ -152,11 +152,11 @@ def _leftovers(results: dict) -> list[str]:
     return ["", "Rows that failed (no figures):", "", *(f"- {e['row']}: {e['error']}" for e in results["errors"])]
 
 
-def update_readme(readme: Path, results: dict) -> None:
-    """Replace the README's section between the bench markers with this run's summary."""
-    text = readme.read_text()
-    pattern = re.compile(re.escape(README_BEGIN) + ".*?" + re.escape(README_END), re.DOTALL)
+def update_doc(doc: Path, results: dict) -> None:
+    """Replace the section between the bench markers of ``doc`` with this run's summary."""
+    text = doc.read_text()
+    pattern = re.compile(re.escape(DOC_BEGIN) + ".*?" + re.escape(DOC_END), re.DOTALL)
     if not pattern.search(text):
-        raise ValueError(f"{readme.name} has no {README_BEGIN} … {README_END} section to fill")
-    section = f"{README_BEGIN}\n{summary(results)}\n{README_END}"
-    readme.write_text(pattern.sub(lambda _: section, text))
+        raise ValueError(f"{doc.name} has no {DOC_BEGIN} … {DOC_END} section to fill")
+    section = f"{DOC_BEGIN}\n{summary(results)}\n{DOC_END}"
+    doc.write_text(pattern.sub(lambda _: section, text))

@@ -49,7 +49,7 @@ def parser() -> argparse.ArgumentParser:
                         help="where latest.json and latest.md go (default bench/results)")
     parser.add_argument("--cache", default=env.get("BENCH_CACHE", HERE / ".cache"), type=Path, metavar="DIR",
                         help="the kept PostgreSQL cluster with the generated databases (BENCH_CACHE, default bench/.cache)")
-    parser.add_argument("--update-readme", action="store_true", help="also rewrite the README's results section")
+    parser.add_argument("--update-docs", action="store_true", help="also rewrite the results section of docs/benchmarks.md")
     return parser
 
 
@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         results = report.merge(earlier, results, order=[rows.name(row) for row in rows.all_rows()])
     for path in report.write(results, settings.results):
         print(f"wrote {path}", file=sys.stderr)
-    if args.update_readme:
-        report.update_readme(HERE.parent / "README.md", results)
+    if args.update_docs:
+        report.update_doc(HERE.parent / "docs" / "benchmarks.md", results)
     print(report.markdown(results))
     return 1 if failed else 0
 

@@ -104,7 +104,7 @@ def _database_checks(report: Report, config: Config, env: Mapping[str, str], *, 
 def _attach_credential(variable: str) -> str:
     """What to do when the database URL is not set yet: make the read-only credential, attach it here."""
     make = (f"{variable} not set yet: create the read-only credential {privileges.READER_ROLE}"
-            " and its GRANTs (see the README's guide)")
+            " and its GRANTs (see docs/heroku.md)")
     if variable.endswith("_URL"):
         # an attachment --as NAME sets NAME_URL, and keeps it current when Heroku rotates the credential
         attach = (f"heroku addons:attach APP::DATABASE --credential {privileges.READER_ROLE}"

@@ -16,7 +16,7 @@ from runner.errors import CredentialError
 
 log = structlog.get_logger()
 SHOWN = 5  # findings named in a message; the rest are counted
-READER_ROLE = "backup_reader"  # the read-only role the messages' recipe (and the README's guide) makes
+READER_ROLE = "backup_reader"  # the read-only role the messages' recipe (and the guide in docs/heroku.md) makes
 
 # Roles the credential is or can become. A superuser is a member of every role.
 _MINE = "select oid, rolname from pg_roles where pg_has_role(current_user, oid, 'MEMBER')"

@@ -8,7 +8,7 @@ need=()
 command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v gpg >/dev/null || need+=(gnupg)
-# the README's guides (run by tests/test_guide.py) use them
+# the guides in docs/ (run by tests/test_guide.py) use them
 command -v jq >/dev/null || need+=(jq)
 command -v curl >/dev/null || need+=(curl)
 # the dashboard test drives the system browser through its own driver: nothing is downloaded

@@ -1,6 +1,6 @@
 """Bad input, case by case: one clear line naming what is at fault, its exit code, no traceback, nothing stored.
 
-The README's "Bad input" table documents these cases; a test below keeps the two in step.
+The "Bad input" table of docs/runner.md documents these cases; a test below keeps the two in step.
 """
 
 from __future__ import annotations
@@ -136,9 +136,9 @@ def test_bad_input_gets_one_clear_line_and_stores_nothing(case, request, tmp_pat
     assert leftovers(good, request) == []
 
 
-def test_the_readme_documents_every_case():
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("### Bad input", 1)[1].split("\n#", 1)[0]
+def test_the_runner_page_documents_every_case():
+    page = (REPO / "docs" / "runner.md").read_text()
+    section = page.split("\n## Bad input\n", 1)[1].split("\n#", 1)[0]
     documented = re.findall(r"^\| ([^|`]+?) +\| +\d +\|", section, flags=re.MULTILINE)
     assert sorted(documented) == sorted(CASES)
     for name, case in CASES.items():

@@ -51,14 +51,14 @@ def test_a_tiny_benchmark_runs_every_row_and_writes_both_results_files(
         assert figure["name"] in markdown
     assert report.read(settings.results) == json.loads(json.dumps(results))
 
-    readme = tmp_path / "README.md"
-    shutil.copy(REPO / "README.md", readme)
-    before = readme.read_text()
-    report.update_readme(readme, results)
-    after = readme.read_text()
+    doc = tmp_path / "benchmarks.md"
+    shutil.copy(REPO / "docs" / "benchmarks.md", doc)
+    before = doc.read_text()
+    report.update_doc(doc, results)
+    after = doc.read_text()
     assert report.summary(results) in after
-    assert after.split(report.README_BEGIN)[0] == before.split(report.README_BEGIN)[0]
-    assert after.split(report.README_END)[1] == before.split(report.README_END)[1]
+    assert after.split(report.DOC_BEGIN)[0] == before.split(report.DOC_BEGIN)[0]
+    assert after.split(report.DOC_END)[1] == before.split(report.DOC_END)[1]
 
 
 def test_a_figure_is_judged_on_its_median_ratio_or_its_largest_value_and_says_by_how_much_it_misses():

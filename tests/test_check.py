@@ -68,7 +68,7 @@ def test_postdeploy_without_a_database_says_how_to_attach_it_and_passes(request,
     assert result.returncode == 0, result.stdout + result.stderr
     assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), **PENDING}
     [database] = [line for line in result.stdout.splitlines() if line.startswith("database")]
-    assert "REMORA_DATABASE_URL not set yet" in database and ATTACH in database and "README's guide" in database
+    assert "REMORA_DATABASE_URL not set yet" in database and ATTACH in database and "docs/heroku.md" in database
     assert re.search(r"credential +skip +waits for the database", result.stdout)
     assert re.search(r"target +ok +.*: wrote, read and deleted remora/\.remora-probe-[0-9a-f]{8}", result.stdout)
     assert leftovers(env, request) == []

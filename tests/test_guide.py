@@ -1,6 +1,7 @@
-"""The README's guides, run as a reader would run them: every shell block, in order, in bash.
+"""The guides, run as a reader would run them: every shell block, in order, in bash.
 
-`Try it on your machine` runs against a throwaway PostgreSQL cluster of its own; `On Heroku` runs
+The README's quick start and docs/local.md run against a throwaway PostgreSQL cluster of their
+own; docs/heroku.md runs
 against the same, a real sshd as the customer's SFTP server, the control plane as the add-on, and
 the stand-ins for what this machine cannot reach: `tests/guide/heroku` for the Heroku CLI, and
 the Platform API's (tests/servers/heroku.py), whose dynos the CLI's stand-in runs. How each block
@@ -33,8 +34,9 @@ from tests.servers.postgres import running_cluster
 from tests.servers.sshd import SSHD, keygen
 from tests.servers.util import free_port, serving
 
-README = (REPO / "README.md").read_text()
-LOCAL, HEROKU = "## Try it on your machine", "## On Heroku: from a database to a restored backup"
+QUICK_START = guide.Guide(REPO / "README.md", "## Quick start")
+LOCAL = guide.Guide(REPO / "docs" / "local.md")
+HEROKU = guide.Guide(REPO / "docs" / "heroku.md")
 PASSPHRASE = "guide-" + secrets.token_hex(8)  # what the reader types when gpg asks
 
 
@@ -65,14 +67,32 @@ def reader_env(home: Path, marker: str, *, extra_path: str = "") -> dict[str, st
 
 def test_every_guide_block_is_taken():
     """Each guide has runnable blocks, every marker is one the test knows, and none is left unread."""
-    for heading in (LOCAL, HEROKU):
-        text, _ = guide.section(README, heading)
-        found = guide.steps(README, heading)
-        assert sum(s.kind == "run" or s.kind in ("expect", "until") for s in found) >= 5, heading
-        assert text.count("```sh") == sum(s.kind != "deploy button" for s in found), heading
-        assert text.count("<!-- guide:") == sum(s.kind != "run" for s in found), f"{heading}: a marker is misplaced"
+    for each, runnable in ((QUICK_START, 4), (LOCAL, 5), (HEROKU, 5)):
+        text, _ = each.text()
+        found = each.steps()
+        assert sum(s.kind == "run" or s.kind in ("expect", "until") for s in found) >= runnable, each
+        assert text.count("```sh") == sum(s.kind != "deploy button" for s in found), each
+        assert text.count("<!-- guide:") == sum(s.kind != "run" for s in found), f"{each}: a marker is misplaced"
         for step in found:
             assert step.kind != "not run" or step.detail, f"{step.where()}: say why it is not run"
+
+
+def test_quick_start(workdir):
+    """The README's shortest round trip: a database backed up to a folder and restored into another."""
+    work, home, marker = workdir
+    work.mkdir()
+    (work / ".venv").symlink_to(REPO / ".venv")
+    with running_cluster() as cluster:
+        shell = guide.Shell(work, reader_env(home, marker))
+        values = {"PGHOST": cluster.host, "PGPORT": str(cluster.port), "PGUSER": cluster.user,
+                  "PGPASSWORD": cluster.password}
+        try:
+            for step in QUICK_START.steps():
+                guide.take(step, shell, values=values, actions={}, deploy=_no_deploy)
+            assert len(list((work / "backups").rglob("*.manifest.json"))) == 1
+        finally:
+            for gnupghome in home.glob("tmp.*"):  # the guide's `mktemp -d` keyring
+                stop_agent(gnupghome)
 
 
 def test_on_your_machine(workdir):
@@ -85,7 +105,7 @@ def test_on_your_machine(workdir):
         values = {"PGHOST": cluster.host, "PGPORT": str(cluster.port), "PGUSER": cluster.user,
                   "PGPASSWORD": cluster.password, "PORT": str(free_port())}
         try:
-            for step in guide.steps(README, LOCAL):
+            for step in LOCAL.steps():
                 guide.take(step, shell, values=values, actions={}, deploy=_no_deploy)
             backups = sorted((work / "backups").rglob("*.manifest.json"))
             assert len(backups) == 2, "one backup by the runner, one through the control plane"
@@ -140,7 +160,7 @@ def test_on_heroku(workdir, sshd_server, heroku, control_plane):
         def deploy(shell, form):
             deployed.append(_deploy_button(shell, state, helper, form, heroku=heroku, control_plane=control_plane))
 
-        for step in guide.steps(README, HEROKU):
+        for step in HEROKU.steps():
             guide.take(step, shell, values=values, actions=actions, deploy=deploy)
         stop_agent(home / ".gnupg")
 
@@ -172,7 +192,7 @@ def _add_app(state: Path, app: str, config: dict[str, str]) -> None:
 
 def _restricted_account(shell: guide.Shell, folder: Path) -> None:
     """The server block's sshd_config lines are valid sshd configuration; the account's folder exists."""
-    step = next(s for s in guide.steps(README, HEROKU) if s.detail == "restricted account")
+    step = next(s for s in HEROKU.steps() if s.detail == "restricted account")
     match = re.search(r"<<'EOF'\n(.*?)\nEOF\n", step.code, re.DOTALL)
     assert match, "the restricted account's block appends its sshd_config lines with a <<'EOF' heredoc"
     config = shell.workdir.parent / "sshd_config_guide"

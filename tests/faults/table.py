@@ -1,7 +1,7 @@
 """The faults the suite injects, each with the targets it applies to and its one allowed outcome.
 
 ``tests/test_faults.py`` runs every row against every target it names, and
-``scripts/fault_table.py`` renders this table into the README.
+``scripts/fault_table.py`` renders this table into docs/testing.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ RATE = 4 * MIB  # bytes a second the proxy lets through when an upload must stil
 @dataclasses.dataclass(frozen=True)
 class Fault:
     name: str  # the test's id
-    description: str  # what happens, for the README
+    description: str  # what happens, for docs/testing.md
     targets: tuple[str, ...]
     outcome: Restored | Failed
     inject: Callable[[FaultRun], Finished]  # runs the backup under the fault

@@ -1,6 +1,7 @@
-"""The README's guides, read as steps and run in bash as a reader would, one block after another.
+"""The guides, read as steps and run in bash as a reader would, one block after another.
 
-A guide is a README section whose shell blocks (```sh) run in order in one working folder, each
+A guide is a document (docs/local.md, docs/heroku.md) or a section of one (the README's quick
+start) whose shell blocks (```sh) run in order in one working folder, each
 block in a fresh `bash` that starts where the previous one ended: the same variables (exported
 or not), functions and folder. An HTML comment on the line before a block says how to take it:
 
@@ -25,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from tests.helpers import REPO
+
 _MARKER = re.compile(r"<!-- guide: (?P<kind>yours|expect|until|server|not run|deploy button)(?::? (?P<detail>.*?))? -->")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _ASSIGNMENT = re.compile(r"^(?P<export>export )?(?P<name>[A-Z_][A-Z0-9_]*)=\S*(?:\s+#.*)?$")
@@ -35,25 +38,37 @@ class Step:
     kind: str  # "run", "yours", "expect", "until", "server", "not run", "deploy button"
     detail: str  # the TEXT, ACTION or REASON; for "deploy button", the form's table
     code: str  # the block's text ("" for the deploy button)
-    line: int  # where it starts in the README, for messages
+    line: int  # where it starts in its document, for messages
+    document: str = ""  # the document's path in the repository
 
     def where(self) -> str:
-        return f"README.md line {self.line}"
+        return f"{self.document} line {self.line}"
 
 
-def section(readme: str, heading: str) -> tuple[str, int]:
-    """The text of the README section under ``heading`` (to the next heading of its level), and its line."""
-    lines = readme.splitlines()
-    level = heading.split(" ", 1)[0]
-    start = lines.index(heading)
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].startswith("#") and lines[i].split(" ", 1)[0] == level), len(lines))
-    return "\n".join(lines[start:end]), start + 1
+@dataclasses.dataclass(frozen=True)
+class Guide:
+    """A whole document, or the section of it under ``heading`` (to the next heading of its level)."""
+
+    path: Path
+    heading: str | None = None
+
+    def text(self) -> tuple[str, int]:
+        """The guide's text, and the line of the document it starts on."""
+        lines = self.path.read_text().splitlines()
+        if self.heading is None:
+            return "\n".join(lines), 1
+        level = self.heading.split(" ", 1)[0]
+        start = lines.index(self.heading)
+        end = next((i for i in range(start + 1, len(lines))
+                    if lines[i].startswith("#") and lines[i].split(" ", 1)[0] == level), len(lines))
+        return "\n".join(lines[start:end]), start + 1
+
+    def steps(self) -> list[Step]:
+        """The guide's shell blocks and markers, in order."""
+        return _steps(*self.text(), document=self.path.relative_to(REPO).as_posix())
 
 
-def steps(readme: str, heading: str) -> list[Step]:
-    """The section's shell blocks and markers, in order."""
-    text, first_line = section(readme, heading)
+def _steps(text: str, first_line: int, *, document: str) -> list[Step]:
     lines = text.splitlines()
     found, marker, i = [], None, 0
     while i < len(lines):
@@ -65,13 +80,13 @@ def steps(readme: str, heading: str) -> list[Step]:
                 while i + 1 < len(lines) and (lines[i + 1].startswith("|") or not lines[i + 1].strip()):
                     i += 1
                     table.append(lines[i])
-                found.append(Step("deploy button", "\n".join(table), "", first_line + i))
+                found.append(Step("deploy button", "\n".join(table), "", first_line + i, document))
                 marker = None
         elif m := _FENCE.match(line):
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
             if m[1] == "sh":
                 kind, detail, _ = marker or ("run", "", 0)
-                found.append(Step(kind, detail, "\n".join(lines[i + 1:end]) + "\n", first_line + i))
+                found.append(Step(kind, detail, "\n".join(lines[i + 1:end]) + "\n", first_line + i, document))
             marker = None
             i = end
         elif line.strip():

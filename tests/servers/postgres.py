@@ -21,7 +21,7 @@ from tests.servers.util import free_port, require_tool
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SAMPLE_SQL = Path(__file__).with_name("sample.sql")
 READER = "reader"  # a role that may read everything and change nothing: what a backup should use
-# what a database's owner runs to let READER read all of it (the README's recipe, plus large objects)
+# what a database's owner runs to let READER read all of it (docs/local.md's recipe, plus large objects)
 _GRANT_READ = f"""
 do $$ declare r record; begin
     execute format('grant connect on database %I to {READER}', current_database());
