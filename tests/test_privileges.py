@@ -110,6 +110,10 @@ REFUSED = {
     "pg_write_all_data, not inherited": Path(  # 15: a NOINHERIT member may SET ROLE; 18: the grant's SET option
         "alter role {role} noinherit; grant pg_write_all_data to {role}", r"member of pg_write_all_data",
         "set role pg_write_all_data; delete from sales.orders_2025"),
+    "pg_write_all_data, granted by another role": Path(  # 16+: revoked only as granted by that role
+        "grant pg_write_all_data to {other} with admin option; set role {other};"
+        " grant pg_write_all_data to {role}; reset role",
+        r"member of pg_write_all_data", "delete from sales.orders_2025"),
     "pg_maintain": Path("grant pg_maintain to {role}", r"member of pg_maintain", "reindex table sales.customer",
                         versions=(18,)),
     "a writer reached through SET ROLE": Path(
