@@ -246,6 +246,12 @@ ACCEPTED = {
     "an attribute only SET ROLE would give": Path(
         "alter role {other} createrole; grant {other} to {role} with inherit true, set false", None,
         "create role {role}_n", versions=(18,)),
+    "a membership without ADMIN OPTION": Path("grant {other} to {role}", None, "grant {other} to {spare}"),
+    "SELECT on a large object": Path(
+        f"do $$ begin execute format('grant select on large object %s to {{role}}', {FIRST_LO}); end $$", None,
+        f"select lo_put({FIRST_LO}, 0, 'x')"),
+    "a foreign-data wrapper without USAGE": Path(
+        "create foreign data wrapper {role}_w", None, "create server {role}_s foreign data wrapper {role}_w"),
     "SECURITY DEFINER, not executable": Path(
         SD_FUNCTION + " revoke execute on function audit.{role}_f() from public", None, "select audit.{role}_f()"),
     "SECURITY INVOKER": Path(
