@@ -15,7 +15,7 @@ from typing import TextIO, TypeVar
 
 import structlog
 
-from runner import crypto, log, postgres, privileges
+from runner import crypto, log, postgres, privileges, reading
 from runner.config import Config
 from runner.errors import RemoraError, StorageError
 from runner.targets import open_target
@@ -78,7 +78,7 @@ def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_writ
         for name in ("database", "credential", "pg_dump", "keys", "target"):
             report.line(name, "skip", "needs a valid configuration")
         return report.finish()
-    _database_checks(report, config, env, allow_write=allow_write, postdeploy=postdeploy)
+    _database_checks(report, config, env, allow_write=allow_write, postdeploy=postdeploy, on_dyno=on_dyno)
     report.step("keys", lambda: _keys(config, env))
     if on_dyno and config.gpg_private_key is not None:
         report.line("private key", "warn", _private_key_warning(config))
@@ -87,9 +87,9 @@ def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_writ
 
 
 def _database_checks(report: Report, config: Config, env: Mapping[str, str], *, allow_write: bool,
-                     postdeploy: bool) -> None:
+                     postdeploy: bool, on_dyno: bool) -> None:
     if postdeploy and config.database_url is None:
-        report.next("database", _attach_credential(config.database_url_env))
+        report.next("database", _attach_credential(config.database_url_env, on_dyno=on_dyno))
         server, why = None, "waits for the database"
     else:
         server, why = report.step("database", lambda: _database(config)), "needs the database"
@@ -97,20 +97,26 @@ def _database_checks(report: Report, config: Config, env: Mapping[str, str], *, 
         for name in ("credential", "pg_dump"):
             report.line(name, "skip", why)
         return
-    report.step("credential", lambda: _credential(config, allow_write=allow_write))
+    missing = report.step("credential", lambda: _credential(config, allow_write=allow_write, on_dyno=on_dyno))
+    if missing:
+        report.line("defaults", "warn", _defaults_warning(missing))
     report.step("pg_dump", lambda: _pg_dump(server, env, gzip_level=config.gzip_level))
 
 
-def _attach_credential(variable: str) -> str:
-    """What to do when the database URL is not set yet: make the read-only credential, attach it here."""
-    make = (f"{variable} not set yet: create the read-only credential {privileges.READER_ROLE}"
-            " and its GRANTs (see docs/heroku.md)")
-    if variable.endswith("_URL"):
-        # an attachment --as NAME sets NAME_URL, and keeps it current when Heroku rotates the credential
-        attach = (f"heroku addons:attach APP::DATABASE --credential {privileges.READER_ROLE}"
-                  f" --as {variable.removesuffix('_URL')} -a HELPER_APP")
-        return f"{make}, attach it with {attach} (APP: the database's app), then run check again"
-    return f"{make}, set {variable} to its URL, then run check again"
+def _attach_credential(variable: str, *, on_dyno: bool) -> str:
+    """What to do when the database URL is not set yet: a role that only reads, and its GRANTs."""
+    grants = privileges.grants_command(on_dyno)
+    if on_dyno and variable.endswith("_URL"):
+        return (f"{variable} not set yet: create the read-only credential, {privileges.heroku_credential(variable)}"
+                f" (APP: the database's app), run what `{grants}` prints with `heroku pg:psql -a APP`,"
+                " then run check again")
+    return (f"{variable} not set yet: set it to the URL of the role backups should use, run what `{grants}`"
+            " prints as the database's owner, then run check again")
+
+
+def _defaults_warning(missing: list[privileges.Finding]) -> str:
+    return (f"{privileges.listing(missing)}: what they create next (a migration) will stop the backups;"
+            f" as a superuser or as each role, run {privileges.statements(missing)}")
 
 
 def _private_key_warning(config: Config) -> str:
@@ -126,10 +132,13 @@ def _database(config: Config) -> tuple[postgres.Server, str]:
     return server, f"PostgreSQL {server.version}, database {server.dbname}"
 
 
-def _credential(config: Config, *, allow_write: bool) -> tuple[str, str]:
+def _credential(config: Config, *, allow_write: bool, on_dyno: bool) -> tuple[list[privileges.Finding], str]:
+    """The credential's verdict, and the roles whose next objects it would not be able to read."""
     with postgres.connect(_params(config), variable=config.database_url_env) as conn:
-        credential = privileges.check(conn, variable=config.database_url_env, allow_write=allow_write)
-    return credential, f"{credential}, and it can read everything pg_dump reads"
+        credential = privileges.check(conn, variable=config.database_url_env, allow_write=allow_write,
+                                      on_dyno=on_dyno)
+        missing = reading.missing_defaults(conn, conn.info.user)
+    return missing, f"{credential}, and it can read everything pg_dump reads"
 
 
 def _pg_dump(server: postgres.Server, env: Mapping[str, str], *, gzip_level: int) -> tuple[str, str]:

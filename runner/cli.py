@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, check, log, prune, report, restore, retention, shutdown
+from runner import backup, catalog, check, grants, log, postgres, prune, report, restore, retention, shutdown
 from runner.config import Config, Secret
 from runner.errors import RemoraError, Terminated, UsageError
 from runner.processes import child_env
@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--leftover-age", type=_hours, default=prune.DEFAULT_LEFTOVER_AGE, metavar="HOURS",
         help="leftovers younger than this are kept, as a running backup's may be (default 24)",
     )
+    sub = commands.add_parser(
+        "grants", help="print the SQL that makes a role a read-only credential for the database",
+        description="print the SQL that makes a role a complete read-only credential for the database as it is now;"
+                    " it reads only the catalogs, so the role itself can run it before it is granted anything",
+    )
+    sub.add_argument("--role", metavar="NAME", help="the role to grant to (default: the credential's own)")
+    sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
     sub = command("check", "check the configuration, credential, pg_dump, keys and target; store nothing")
     sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
     _allow_write(sub)
@@ -119,8 +126,8 @@ def _config(args, env: Mapping[str, str]) -> Config:
     """The configuration from ``env`` and the flags; its secrets are redacted from logs from now on."""
     config = Config.from_env(
         env,
-        target_url=args.target_url,
-        label=args.label,
+        target_url=getattr(args, "target_url", None),
+        label=getattr(args, "label", None),
         database_url_env=getattr(args, "database_url_env", None),
         keep=getattr(args, "keep", None),
     )
@@ -179,6 +186,15 @@ def _prune(args, config: Config, env) -> int:
     return 0
 
 
+def _grants(args, config: Config, env) -> int:
+    config.require("database_url")
+    params = postgres.connection_params(config.database_url, variable=config.database_url_env)
+    with postgres.connect(params, variable=config.database_url_env) as conn:
+        script = grants.script(conn, args.role)
+    sys.stdout.write(script)
+    return 0
+
+
 def _database_url(value: str, env: Mapping[str, str]) -> Secret:
     """``--to`` takes a URL, or the name of a variable that holds one (keeping the password out of argv)."""
     if re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
@@ -195,6 +211,7 @@ def _database_url(value: str, env: Mapping[str, str]) -> Secret:
 
 _COMMANDS = {
     "backup": _backup, "list": _list, "verify": _verify, "restore": _restore, "download": _download, "prune": _prune,
+    "grants": _grants,
 }
 
 

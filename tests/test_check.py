@@ -8,6 +8,7 @@ import secrets
 import pytest
 
 from tests.helpers import leftovers, remora
+from tests.servers.postgres import READER
 from tests.servers.util import free_port
 
 CHECKS = ["config", "database", "credential", "pg_dump", "keys", "target"]
@@ -63,12 +64,14 @@ PENDING = {"database": "next", "credential": "skip", "pg_dump": "skip"}
 
 
 def test_postdeploy_without_a_database_says_how_to_attach_it_and_passes(request, target_env, gpg_key):
-    env = {**target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public}
+    env = {**target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public, "DYNO": "run.1"}
     result = remora("check", "--postdeploy", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), **PENDING}
     [database] = [line for line in result.stdout.splitlines() if line.startswith("database")]
-    assert "REMORA_DATABASE_URL not set yet" in database and ATTACH in database and "docs/heroku.md" in database
+    assert "REMORA_DATABASE_URL not set yet" in database and ATTACH in database
+    grants = "run what `heroku run bin/remora-backup grants -a HELPER_APP` prints with `heroku pg:psql -a APP`"
+    assert grants in database
     assert re.search(r"credential +skip +waits for the database", result.stdout)
     assert re.search(r"target +ok +.*: wrote, read and deleted remora/\.remora-probe-[0-9a-f]{8}", result.stdout)
     assert leftovers(env, request) == []
@@ -76,14 +79,17 @@ def test_postdeploy_without_a_database_says_how_to_attach_it_and_passes(request,
     assert 'level=info event="check passed" pending=database' in summary, result.stderr
 
 
-@pytest.mark.parametrize("variable, says", [
-    ("BACKUP_DB_URL", "--credential backup_reader --as BACKUP_DB -a HELPER_APP"),
-    ("BACKUPDB", "set BACKUPDB to its URL"),  # no attachment makes a name without _URL
-])
-def test_postdeploy_names_the_variable_given(variable, says, file_target_env, gpg_key):
-    env = {**file_target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public}
+@pytest.mark.parametrize("variable, dyno, says", [
+    ("BACKUP_DB_URL", "run.1", "--credential backup_reader --as BACKUP_DB -a HELPER_APP"),
+    # no attachment makes a name without _URL
+    ("BACKUPDB", "run.1", "set it to the URL of the role backups should use"),
+    ("BACKUP_DB_URL", "", "set it to the URL of the role backups should use, run what `remora-backup grants` prints"),
+], ids=["attachment", "not an attachment's", "off a dyno"])
+def test_postdeploy_names_the_variable_given(variable, dyno, says, file_target_env, gpg_key):
+    env = {**file_target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public, "DYNO": dyno}
     result = remora("check", "--postdeploy", "--database-url-env", variable, env=env)
     assert result.returncode == 0 and f"{variable} not set yet" in result.stdout and says in result.stdout
+    assert ("heroku" in result.stdout) == bool(dyno)
 
 
 POSTDEPLOY_FAILURES = {  # with no database URL unless it says so: (env, exit code, {check: status} besides ok)
@@ -123,6 +129,20 @@ def test_without_postdeploy_a_missing_database_url_fails_as_before(file_target_e
     assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), "database": "FAIL",
                                      "credential": "skip", "pg_dump": "skip"}
     assert "REMORA_DATABASE_URL not set (set it as a config var)" in result.stdout
+
+
+def test_an_owner_whose_next_tables_the_credential_could_not_read_is_warned_about(file_target_env, pg_cluster,
+                                                                                  database, gpg_env):
+    env = {**file_target_env, "REMORA_DATABASE_URL": pg_cluster.reader_url(database), **gpg_env}
+    with pg_cluster.connect(database) as conn:
+        conn.execute(f"alter default privileges revoke select on tables from {READER}")
+    result = remora("check", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = CHECKS[:3] + ["defaults"] + CHECKS[3:]
+    assert report(result.stdout, checks) == {**dict.fromkeys(checks, "ok"), "defaults": "warn"}
+    assert ("role remora owns tables and gives reader no default SELECT on new ones: what they create next"
+            " (a migration) will stop the backups; as a superuser or as each role, run"
+            " ALTER DEFAULT PRIVILEGES FOR ROLE remora GRANT SELECT ON TABLES TO reader") in result.stdout
 
 
 # a private key on the helper app, where anyone who can run a dyno there can read it

