@@ -20,7 +20,7 @@ from control import create_app, db
 from control.launchers import GONE, Launcher, LaunchSpec
 from tests.helpers import REPO, base_env
 
-SECRET_KEY = "test-secret-" + secrets.token_hex(16)
+SECRET_KEY = secrets.token_urlsafe(32)
 
 
 class RecordingLauncher(Launcher):
@@ -66,8 +66,9 @@ def launcher() -> RecordingLauncher:
 
 @pytest.fixture
 def app(control_db, launcher):
+    """The app in development (its webhooks may be the tests' servers on loopback), launching with ``launcher``."""
     app = create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": launcher,
-                      "CONTROL_URL": "http://control.test"})
+                      "CONTROL_URL": "https://control.test", "ENV": "development"})
     yield app
     app.extensions["remora.pool"].close()
 
@@ -123,12 +124,21 @@ def control_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "control.cli", *args]
 
 
-def make_resource(app, **kwargs) -> tuple[dict, str]:
-    """A resource created straight in the app's database; returns it and its API token."""
-    from control import resources
+def make_resource(app, *, app_name: str = "helper-app", **given) -> tuple[dict, str]:
+    """A resource created straight in the app's database, with these options; returns it and its API token."""
+    from control import options, resources
 
+    chosen = options.validate(given, policy=options.policy(app.config))
     with app.extensions["remora.pool"].connection() as conn:
-        return resources.create(conn, app=kwargs.pop("app_name", "helper-app"), **kwargs)
+        return resources.create(conn, app.config, chosen, app=app_name)
+
+
+def work(app, launcher: Launcher | None = None) -> int:
+    """What the worker does (in the clock process): launch every queued run, with ``launcher`` or the app's own."""
+    from control import launchers, worker
+
+    pool = app.extensions["remora.pool"]
+    return worker.launch_queued(pool, launcher or launchers.from_config(app.config, pool), app.config)
 
 
 def due_schedules(url: str, count: int) -> None:
@@ -141,4 +151,4 @@ def due_schedules(url: str, count: int) -> None:
 
 
 __all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "due_schedules", "make_resource",
-           "provision_body", "sso_form"]
+           "provision_body", "sso_form", "work"]

@@ -1,4 +1,4 @@
-"""End to end: remora-control with the local launcher makes a real backup on an HTTP trigger."""
+"""End to end: remora-control (web and clock) with the local launcher makes a real backup on an HTTP trigger."""
 
 from __future__ import annotations
 
@@ -54,16 +54,19 @@ def test_trigger_over_http_makes_a_real_backup(pg_cluster, database_env, gpg_env
                **s3_target_env, "PORT": str(port), "REMORA_LAUNCHER": "local",
                "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}"}
     web = _start_web(web_env, port)
+    clock = subprocess.Popen(control_argv("clock"), env=web_env, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
     try:
         backups = f"http://127.0.0.1:{port}/api/v1/resources/{resource['id']}/backups"
         headers = {"Authorization": f"Bearer {resource['api_token']}"}
         answer = requests.post(backups, headers=headers, timeout=10)
         assert answer.status_code == 202, answer.text
-        assert answer.json()["run"]["state"] in ("launched", "running")
+        assert answer.json()["run"]["state"] == "queued"  # the clock launches it
         run = _wait_for_end(backups, headers)
     finally:
         web.terminate()
-        log = web.communicate(timeout=30)[0]
+        clock.terminate()
+        log = web.communicate(timeout=30)[0] + clock.communicate(timeout=30)[0]
     assert run["state"] == "succeeded", log
     assert run["id"] == answer.json()["run"]["id"]
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix=PREFIX)["Contents"]]

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from control import tokens
-from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, connect, provision_body, sso_form
+from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, connect, provision_body, sso_form, work
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
 
@@ -26,7 +26,7 @@ def test_provisioning_exchanges_the_grant_and_stores_tokens_encrypted(heroku_app
     assert "grant_type=authorization_code" in exchange["body"] and f"client_secret={CLIENT_SECRET}" in exchange["body"]
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         row = conn.execute("select * from resources").fetchone()
-    access = tokens.decrypt(SECRET_KEY, row["oauth_access_token"])
+    access = tokens.unseal(heroku_app.config, row["oauth_access_token"])
     assert access in heroku.access_tokens and access.encode() not in bytes(row["oauth_access_token"])
     assert (row["plan"], row["schedule"], row["app"]) == ("basic", "0 3 * * *", None)
     listed = client.get(config["REMORA_API_URL"].removeprefix("https://control.test") + "/backups",
@@ -84,7 +84,8 @@ def test_a_provisioned_resource_launches_on_its_own_app(heroku_app, heroku):
     heroku.add_addon(answer["id"], "customer-helper")
     run = client.post(f"/api/v1/resources/{answer['id']}/backups",
                       headers={"Authorization": f"Bearer {answer['config']['REMORA_API_TOKEN']}"})
-    assert run.status_code == 202 and run.json["run"]["state"] == "launched", run.json
+    assert run.status_code == 202 and run.json["run"]["state"] == "queued", run.json
+    assert work(heroku_app) == 1
     [dyno] = heroku.dynos.values()
     assert dyno["app"]["name"] == "customer-helper" and heroku.problems == []
 
