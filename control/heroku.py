@@ -66,6 +66,8 @@ def provision():
         abort(422, str(e))
     try:  # only now: a grant is good once, and a refused provision must leave Heroku's retry one
         grant = oauth.exchange(current_app.config, grant_type="authorization_code", code=code)
+    except oauth.GrantRefused as e:
+        abort(422, f"could not complete the authorization: {e}")
     except oauth.OAuthError as e:
         abort(503, f"could not complete the authorization: {e}")
     with db.pool().connection() as conn:

@@ -20,6 +20,10 @@ class OAuthError(Exception):
     """The id service refused or failed; the message names the step, never a token."""
 
 
+class GrantRefused(OAuthError):
+    """The id service answered, and refused the grant: asking again with it gets the same answer."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Grant:
     access_token: str = dataclasses.field(repr=False)
@@ -36,8 +40,10 @@ def exchange(config, **form: str) -> Grant:
                                data={**form, "client_secret": config["HEROKU_OAUTH_CLIENT_SECRET"]})
     except requests.RequestException as e:
         raise OAuthError(f"the id service is unreachable ({type(e).__name__})") from e
+    if 400 <= answer.status_code < 500:
+        raise GrantRefused(f"the id service refused the {form['grant_type']} grant (HTTP {answer.status_code})")
     if answer.status_code != 200:
-        raise OAuthError(f"the id service refused the {form['grant_type']} grant (HTTP {answer.status_code})")
+        raise OAuthError(f"the id service answered the {form['grant_type']} grant (HTTP {answer.status_code})")
     try:
         body = answer.json()
         seconds = int(body["expires_in"])

@@ -73,12 +73,12 @@ class Policy:
 
     def _refusal(self, address: str) -> str | None:
         ip = ipaddress.ip_address(address.split("%")[0])
-        for inner in _embedded(ip):
+        for inner in reversed(_embedded(ip)):  # an IPv4 address inside says most
             if self.development and inner.is_loopback:
                 continue
             if inner.is_multicast or not inner.is_global:
-                kind = next((name for name in ("loopback", "link_local", "multicast", "private", "reserved",
-                                               "unspecified") if getattr(inner, f"is_{name}")), "not public")
+                kind = next((name for name in ("loopback", "unspecified", "link_local", "multicast", "reserved",
+                                               "private") if getattr(inner, f"is_{name}")), "not public")
                 return f"a {kind.replace('_', '-')} address: not allowed"
         return None
 
