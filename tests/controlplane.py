@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -15,6 +16,7 @@ import uuid
 
 import psycopg
 import pytest
+import requests
 
 from control import create_app, db
 from control.launchers import GONE, Launcher, LaunchSpec
@@ -50,13 +52,18 @@ def control_template(pg_cluster) -> str:
     return name
 
 
-@pytest.fixture
-def control_db(pg_cluster, control_template) -> str:
-    """A fresh, migrated control-plane database; returns its URL."""
+def migrated_database(pg_cluster, control_template: str) -> str:
+    """A new database copied from the migrated template; its URL."""
     name = "control_" + secrets.token_hex(4)
     with pg_cluster.connect() as conn:
         conn.execute(f'create database "{name}" template "{control_template}"')
     return pg_cluster.url(name)
+
+
+@pytest.fixture
+def control_db(pg_cluster, control_template) -> str:
+    """A fresh, migrated control-plane database; returns its URL."""
+    return migrated_database(pg_cluster, control_template)
 
 
 @pytest.fixture
@@ -124,6 +131,23 @@ def control_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "control.cli", *args]
 
 
+def start_web(env: dict[str, str], port: int, *, workers: int = 1) -> subprocess.Popen:
+    """``remora-control web`` (gunicorn) on ``port``, once it answers; its output is in ``stdout``."""
+    web = subprocess.Popen(control_argv("web", "--host", "127.0.0.1", "--workers", str(workers)),
+                           env={**env, "PORT": str(port)}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert web.poll() is None, web.stdout.read()
+        try:
+            requests.get(f"http://127.0.0.1:{port}/api/v1/runs/00000000-0000-0000-0000-000000000000", timeout=5)
+            return web
+        except requests.ConnectionError:  # not listening yet (a worker still booting times out: waited for)
+            time.sleep(0.1)
+    web.kill()
+    raise AssertionError(f"remora-control web did not answer:\n{web.communicate()[0]}")
+
+
 def make_resource(app, *, app_name: str = "helper-app", **given) -> tuple[dict, str]:
     """A resource created straight in the app's database, with these options; returns it and its API token."""
     from control import options, resources
@@ -151,4 +175,4 @@ def due_schedules(url: str, count: int) -> None:
 
 
 __all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "due_schedules", "make_resource",
-           "provision_body", "sso_form", "work"]
+           "migrated_database", "provision_body", "sso_form", "start_web", "work"]

@@ -8,27 +8,12 @@ import time
 
 import requests
 
-from tests.controlplane import REPO, control_argv, control_env
+from tests.controlplane import REPO, control_argv, control_env, start_web
 from tests.helpers import ok
 from tests.servers.seaweed import PREFIX
 from tests.servers.util import free_port
 
 WAIT = 90  # seconds for the whole backup
-
-
-def _start_web(env: dict[str, str], port: int) -> subprocess.Popen:
-    web = subprocess.Popen(control_argv("web", "--host", "127.0.0.1", "--workers", "1"), env=env, cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert web.poll() is None, web.stdout.read()
-        try:
-            requests.get(f"http://127.0.0.1:{port}/api/v1/runs/00000000-0000-0000-0000-000000000000", timeout=1)
-            return web
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    web.kill()
-    raise AssertionError(f"remora-control web did not answer:\n{web.communicate()[0]}")
 
 
 def _wait_for_end(url: str, headers: dict) -> dict:
@@ -53,7 +38,7 @@ def test_trigger_over_http_makes_a_real_backup(pg_cluster, database_env, gpg_env
     web_env = {**env, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_env["REMORA_GPG_PUBLIC_KEYS"],
                **s3_target_env, "PORT": str(port), "REMORA_LAUNCHER": "local",
                "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}"}
-    web = _start_web(web_env, port)
+    web = start_web(web_env, port)
     clock = subprocess.Popen(control_argv("clock"), env=web_env, cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:

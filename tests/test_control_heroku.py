@@ -52,7 +52,7 @@ def test_a_bad_grant_or_bad_options_provision_nothing(heroku_app, heroku):
     body = provision_body(heroku)
     body["oauth_grant"]["code"] = "not-a-grant"
     refused = client.post("/heroku/resources", json=body, headers=BASIC)
-    assert refused.status_code == 503 and "authorization_code grant (HTTP 401)" in refused.json["error"]
+    assert refused.status_code == 422 and "authorization_code grant (HTTP 401)" in refused.json["error"]
     bad = client.post("/heroku/resources", json=provision_body(heroku, schedule="every day"), headers=BASIC)
     assert bad.status_code == 422 and "'every day' is not a cron expression" in bad.json["error"]
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
@@ -111,3 +111,46 @@ def test_sso_refuses_stale_or_wrong_tokens(heroku_app, heroku, form):
     resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
     assert client.post("/heroku/sso", data=form(resource_id)).status_code == 403
     assert client.get("/dashboard").status_code == 401
+
+
+def test_an_sso_form_opens_one_session_only(heroku_app, heroku):
+    client = heroku_app.test_client()
+    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+    form = sso_form(resource_id)
+    assert client.post("/heroku/sso", data=form).status_code == 303
+    replayed = heroku_app.test_client()
+    assert replayed.post("/heroku/sso", data=form).status_code == 403
+    assert replayed.get("/dashboard").status_code == 401
+
+
+def test_the_dashboard_cannot_be_framed_and_its_cookie_is_secure_and_short_lived(heroku_app, heroku, monkeypatch):
+    client = heroku_app.test_client()
+    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+    login = client.post("/heroku/sso", data=sso_form(resource_id))
+    cookie = login.headers["Set-Cookie"]
+    assert all(flag in cookie for flag in ("Secure", "HttpOnly", "SameSite=Lax")), cookie
+    page = client.get("/dashboard")
+    assert page.status_code == 200
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+    # the same session signed an hour and a minute ago is refused
+    signer = heroku_app.session_interface.get_signing_serializer(heroku_app)
+    session = {"resource_id": resource_id, "csrf": "c"}
+    monkeypatch.setattr(time, "time", lambda: REAL_TIME() - 3660)
+    stale = signer.dumps(session)
+    monkeypatch.setattr(time, "time", REAL_TIME)
+    fresh = signer.dumps(session)
+    for value, status in ((stale, 401), (fresh, 200)):
+        browser = heroku_app.test_client()
+        browser.set_cookie("session", value)
+        assert browser.get("/dashboard").status_code == status
+
+
+REAL_TIME = time.time
+
+
+def test_a_timestamp_that_is_a_digit_but_no_number_is_refused(heroku_app, heroku):
+    client = heroku_app.test_client()
+    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+    assert client.post("/heroku/sso", data={**sso_form(resource_id), "timestamp": "²"}).status_code == 403
