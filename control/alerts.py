@@ -61,17 +61,21 @@ def open_overdue(conn: Connection, *, slack: datetime.timedelta, now: datetime.d
     opened = 0
     for row in candidates:
         try:
-            with conn.transaction():  # a savepoint: one resource's failure leaves the others' incidents
-                opened += _open_if_overdue(conn, row, slack=slack, now=now)
-        except Exception:  # noqa: BLE001 - logged with its resource; the others go on
-            log.exception("resource %s: could not check for missing backups", row["id"])
+            window = schedules.period(row["schedule"], row["timezone"], now) + slack
+        except Exception as e:  # noqa: BLE001 - a stored schedule that raises is its resource's problem alone
+            log.warning("resource %s: its schedule cannot be used (%s)", row["id"], type(e).__name__)
+            opened += _open(conn, row["id"], f"its schedule {row['schedule']!r} cannot be used ({type(e).__name__})")
+            continue
+        if now - row["since"] > window:
+            opened += _open(conn, row["id"], f"no successful backup in {window}")
     return opened
 
 
-def _open_if_overdue(conn: Connection, row: dict, *, slack: datetime.timedelta, now: datetime.datetime) -> bool:
+def _open(conn: Connection, resource_id, reason: str) -> bool:
+    """open_incident in a savepoint: one resource's failure leaves the others' incidents."""
     try:
-        window = schedules.period(row["schedule"], row["timezone"], now) + slack
-    except Exception as e:  # noqa: BLE001 - a stored schedule that raises is its resource's problem alone
-        log.warning("resource %s: its schedule cannot be used (%s)", row["id"], type(e).__name__)
-        return open_incident(conn, row["id"], f"its schedule {row['schedule']!r} cannot be used ({type(e).__name__})")
-    return now - row["since"] > window and open_incident(conn, row["id"], f"no successful backup in {window}")
+        with conn.transaction():
+            return open_incident(conn, resource_id, reason)
+    except Exception:  # noqa: BLE001 - logged with its resource; the others go on
+        log.exception("resource %s: could not open an incident", resource_id)
+        return False

@@ -38,24 +38,47 @@ def queue_due(pool: ConnectionPool, *, now: datetime.datetime, time_to_live: int
                 " and not (id = any(%s::uuid[])) order by next_run_at for no key update skip locked limit %s",
                 (now, unusable, BATCH),
             ).fetchall()
+            following, failures = {}, []
             for resource in due:
-                try:
-                    with conn.transaction():  # a savepoint: a schedule that raises undoes only its own row
-                        queued += _queue(conn, resource, now=now, time_to_live=time_to_live)
+                try:  # missed times are not caught up: one run now stands for them, the next is in the future
+                    following[resource["id"]] = schedules.next_after(resource["schedule"], resource["timezone"], now)
                 except Exception as e:  # noqa: BLE001 - one resource's schedule is its problem alone
-                    if not _unusable(conn, resource, e, time_to_live=time_to_live):
-                        unusable.append(resource["id"])  # not even that could be recorded: not again this pass
+                    failures.append((resource, e))
+            queued += _queue_all(conn, [r for r in due if r["id"] in following], following, failures,
+                                 time_to_live=time_to_live)
+            unusable += [r["id"] for r, e in failures if not _unusable(conn, r, e, time_to_live=time_to_live)]
         if not due:
             return queued
 
 
-def _queue(conn: Connection, resource: dict, *, now: datetime.datetime, time_to_live: int) -> bool:
-    # missed times are not caught up: one run now stands for them, the next is in the future
-    following = schedules.next_after(resource["schedule"], resource["timezone"], now)
-    run = runs.enqueue(conn, resource["id"], trigger="schedule", time_to_live=time_to_live,
-                       scheduled_for=resource["next_run_at"])  # None: a run of the resource is active already
-    conn.execute("update resources set next_run_at = %s where id = %s", (following, resource["id"]))
-    return run is not None
+def _queue_all(conn: Connection, resources: list[dict], following: dict, failures: list, *,
+               time_to_live: int) -> int:
+    """Queue the batch in two statements; should they fail, one resource at a time (each in a savepoint)."""
+    try:
+        with conn.transaction():
+            return _queue(conn, resources, following, time_to_live=time_to_live)
+    except Exception:  # noqa: BLE001 - the row at fault is found below, and only it is left out
+        log.exception("queueing %d scheduled runs at once failed; one resource at a time", len(resources))
+    queued = 0
+    for resource in resources:
+        try:
+            with conn.transaction():
+                queued += _queue(conn, [resource], following, time_to_live=time_to_live)
+        except Exception as e:  # noqa: BLE001 - recorded as the resource's own failure
+            failures.append((resource, e))
+    return queued
+
+
+def _queue(conn: Connection, resources: list[dict], following: dict, *, time_to_live: int) -> int:
+    ids = [r["id"] for r in resources]
+    # a resource with an active run gets none (on conflict): that run stands for this time
+    queued = conn.execute(
+        "insert into runs (id, resource_id, trigger, scheduled_for, time_to_live) select gen_random_uuid(), r, "
+        "'schedule', s, %s from unnest(%s::uuid[], %s::timestamptz[]) as t(r, s) on conflict do nothing",
+        (time_to_live, ids, [r["next_run_at"] for r in resources])).rowcount
+    conn.execute("update resources set next_run_at = t.f from unnest(%s::uuid[], %s::timestamptz[]) as t(id, f)"
+                 " where resources.id = t.id", (ids, [following[i] for i in ids]))
+    return queued
 
 
 def _unusable(conn: Connection, resource: dict, error: Exception, *, time_to_live: int) -> bool:

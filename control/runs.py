@@ -11,13 +11,13 @@ is told so (409) and stops without dumping.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import re
 import uuid
 
 from psycopg import Connection
-from psycopg_pool import ConnectionPool
 
 from control import tokens
 from control.launchers import Launcher, LaunchError, LaunchSpec, LaunchUnconfirmed
@@ -81,14 +81,23 @@ def claim(conn: Connection, *, limit: int, resource_id=None) -> list[tuple[dict,
         (resource_id, resource_id, limit),
     ).fetchall()
     claimed = [(run, tokens.new_token()) for run in due]
-    with conn.cursor() as cursor:
-        cursor.executemany("update runs set claimed_at = now(), token_hash = %s where id = %s",
-                           [(tokens.digest(token), run["id"]) for run, token in claimed])
+    conn.execute("update runs set claimed_at = now(), token_hash = t.hash from unnest(%s::uuid[], %s::bytea[])"
+                 " as t(id, hash) where runs.id = t.id",
+                 ([run["id"] for run, _ in claimed], [tokens.digest(token) for _, token in claimed]))
     return claimed
 
 
-def launch(pool: ConnectionPool, launcher: Launcher, run: dict, token: str, control_url: str) -> dict:
-    """Start a claimed run's process, outside any transaction; a launch that fails marks the run failed.
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """What became of one claimed run's launch: its process's handle (None if unconfirmed), or why it failed."""
+
+    run_id: uuid.UUID
+    handle: str | None = None
+    error: str | None = None
+
+
+def launch(launcher: Launcher, run: dict, token: str, control_url: str) -> Launch:
+    """Start a claimed run's process, outside any transaction; never raises (``record`` keeps the outcome).
 
     A launch whose outcome is unknown (Heroku may have started the dyno) leaves the run launched
     without a handle: its process reports if it exists, and the clock finds it lost if it does not.
@@ -96,31 +105,30 @@ def launch(pool: ConnectionPool, launcher: Launcher, run: dict, token: str, cont
     spec = LaunchSpec(run_id=str(run["id"]), resource_id=str(run["resource_id"]), app=run["app"],
                       control_url=control_url, time_to_live=run["time_to_live"], run_token=token)
     try:
-        handle = launcher.launch(spec)
+        return Launch(run["id"], handle=launcher.launch(spec))
     except LaunchUnconfirmed as e:
         log.warning("run %s of resource %s: %s", run["id"], run["resource_id"], e)
-        handle = None
+        return Launch(run["id"])
+    except LaunchError as e:
+        return Launch(run["id"], error=f"launch failed: {e}"[:MAX_ERROR])
     except Exception as e:  # noqa: BLE001 - whatever happened, the run must not wait to be found lost
-        if not isinstance(e, LaunchError):
-            log.exception("launching run %s of resource %s failed", run["id"], run["resource_id"])
-        message = str(e) if isinstance(e, LaunchError) else f"internal error while launching ({type(e).__name__})"
-        return _end(pool, run["id"], state="failed", error=f"launch failed: {message}")
-    with pool.connection() as conn:
-        # the runner may already have reported: never move a run backwards
-        return conn.execute(
-            "update runs set handle = %s, launched_at = now(),"
-            " state = case when state = 'queued' then 'launched' else state end"
-            " where id = %s returning *",
-            (handle, run["id"]),
-        ).fetchone()
+        log.exception("launching run %s of resource %s failed", run["id"], run["resource_id"])
+        return Launch(run["id"], error=f"launch failed: internal error while launching ({type(e).__name__})")
 
 
-def _end(pool: ConnectionPool, run_id, *, state: str, error: str) -> dict:
-    with pool.connection() as conn:
-        return conn.execute(
-            "update runs set state = %s, error = %s, finished_at = now() where id = %s returning *",
-            (state, error[:MAX_ERROR], run_id),
-        ).fetchone()
+def record(conn: Connection, launches: list[Launch]) -> None:
+    """Keep what became of launches: launched (never moving a run backwards: it may have reported), or failed."""
+    done = [launch for launch in launches if launch.error is None]
+    conn.execute(
+        "update runs set handle = t.handle, launched_at = now(),"
+        " state = case when state = 'queued' then 'launched' else state end"
+        " from unnest(%s::uuid[], %s::text[]) as t(id, handle) where runs.id = t.id",
+        ([launch.run_id for launch in done], [launch.handle for launch in done]))
+    failed = [launch for launch in launches if launch.error is not None]
+    conn.execute(
+        "update runs set state = 'failed', error = t.error, finished_at = now()"
+        " from unnest(%s::uuid[], %s::text[]) as t(id, error) where runs.id = t.id and state = any(%s)",
+        ([launch.run_id for launch in failed], [launch.error for launch in failed], list(ACTIVE)))
 
 
 def accepts_events(run: dict, *, grace: int, now: datetime.datetime | None = None) -> bool:

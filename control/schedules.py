@@ -68,6 +68,7 @@ def next_after(schedule: str, timezone: str, moment: datetime.datetime) -> datet
     return croniter(schedule, local).get_next(datetime.datetime).astimezone(datetime.timezone.utc)
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every scheduled resource at one moment, as next_after is
 def period(schedule: str, timezone: str, moment: datetime.datetime) -> datetime.timedelta:
     """The gap between the last firing before ``moment`` and the one before it: the backup window."""
     local = moment.astimezone(zoneinfo.ZoneInfo(timezone))

@@ -22,7 +22,7 @@ from control.launchers import Launcher
 
 CHANNEL = "remora_queued"
 BATCH = 50
-THREADS = 4  # launches at once; the clock's pool has a connection for each, and one more
+THREADS = 4  # launches at once (the heroku launcher takes a pool connection for a resource's OAuth token)
 
 
 def notify(conn: Connection) -> None:
@@ -35,8 +35,9 @@ def launch_queued(pool: ConnectionPool, launcher: Launcher, config: Mapping) -> 
     launched = 0
     with concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="launch") as threads:
         while claimed := _claim(pool):
-            # runs.launch records every failure on its run: nothing is raised here
-            list(threads.map(lambda item: runs.launch(pool, launcher, *item, config["CONTROL_URL"]), claimed))
+            launches = list(threads.map(lambda item: runs.launch(launcher, *item, config["CONTROL_URL"]), claimed))
+            with pool.connection() as conn:
+                runs.record(conn, launches)
             launched += len(claimed)
     return launched
 
