@@ -38,6 +38,12 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
+        def do_GET(self):  # where a followed redirect would land
+            record.requests.append({"path": self.path, "headers": dict(self.headers), "body": None})
+            self.send_response(record.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
         def log_message(self, *args):  # keep test output quiet
             pass
 

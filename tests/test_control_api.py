@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import subprocess
 import threading
 
 import pytest
 
-from control import create_app, db, settings
+from control import create_app, db, runs, settings
 from control.launchers import LaunchError
 from tests.controlplane import REPO, connect, control_argv, make_resource, work
 from tests.helpers import base_env
@@ -134,3 +135,29 @@ def test_backups_are_listed_newest_first_in_pages(client, app, control_db):
     assert [r["id"] for r in first["runs"]] == ids[::-1][:2] and first["next_page"] == 2
     assert [r["id"] for r in last["runs"]] == ids[:1] and last["next_page"] is None
     assert client.get(url + "?per_page=0", headers=_auth(token)).status_code == 400
+
+
+def test_a_body_is_read_only_once_the_run_token_is_good(client, app, launcher):
+    resource, token = make_resource(app)
+    run = _launched(client, app, launcher, resource, token)
+    events = f"/api/v1/runs/{run['id']}/events"
+    deep = b"[" * 60_000
+    assert client.post(events, data=deep, headers=_auth("x" * 43)).status_code == 401
+    assert client.post(events, data=deep, headers=_auth(launcher.specs[0].run_token)).status_code == 400
+
+
+def test_two_triggers_in_the_same_moment_queue_one_run(app, control_db):
+    """Both see no active run, both insert: the second waits for the first, then queues nothing."""
+    resource, _ = make_resource(app)
+    with connect(control_db) as first, connect(control_db) as second:
+        first.execute("begin")
+        second.execute("begin")
+        assert runs.active(first, resource["id"]) is None and runs.active(second, resource["id"]) is None
+        assert runs.enqueue(first, resource["id"], trigger="api", time_to_live=60) is not None
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            blocked = thread.submit(runs.enqueue, second, resource["id"], trigger="api", time_to_live=60)
+            first.execute("commit")
+            assert blocked.result(timeout=30) is None
+        second.execute("commit")
+    with connect(control_db) as conn:
+        assert conn.execute("select count(*) as n from runs").fetchone()["n"] == 1

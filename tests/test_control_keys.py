@@ -13,7 +13,7 @@ import pytest
 
 from control import create_app, deliveries, settings, tokens
 from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, REPO, SECRET_KEY, connect, control_argv, control_env,
-                               migrated_database, provision_body, work)
+                               migrated_database, provision_body, sso_form, work)
 from tests.receiver import receiver
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
@@ -82,11 +82,16 @@ def test_rotating_the_key_keeps_every_stored_secret_usable(heroku_app, heroku, c
         app = create_app(development)
         body = provision_body(heroku, alert_webhook=webhook.url + "/hook")
         heroku.add_addon(body["uuid"], "helper")
-        token = app.test_client().post("/heroku/resources", json=body, headers=BASIC).json["config"]["REMORA_API_TOKEN"]
+        browser = app.test_client()
+        token = browser.post("/heroku/resources", json=body, headers=BASIC).json["config"]["REMORA_API_TOKEN"]
+        assert browser.post("/heroku/sso", data=sso_form(body["uuid"])).status_code == 303
         app.extensions["remora.pool"].close()
 
         rotating = create_app({**development, "SECRET_KEY": new, "SECRET_KEY_FALLBACKS": [old]})
         _use_everything(rotating, body["uuid"], token)  # the old key still opens what it sealed
+        signed_in = rotating.test_client()
+        signed_in.set_cookie("session", browser.get_cookie("session").value)
+        assert signed_in.get("/dashboard").status_code == 200  # and a session it signed stays open
         rotating.extensions["remora.pool"].close()
         env = {**control_env(control_db), "REMORA_SECRET_KEY": new}
         refused = subprocess.run(control_argv("rotate-keys"), env=env, cwd=REPO, capture_output=True, text=True,

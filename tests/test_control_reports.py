@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from runner import report, transfer
 from tests.helpers import ok, remora, target_folder
 from tests.receiver import receiver
@@ -74,10 +76,11 @@ def test_progress_is_reported_as_logged_until_a_report_fails(monkeypatch):
     assert [body.get("bytes") for body in control.bodies()] == [1000, 2000, 2000, None, None]
 
 
-def test_a_report_follows_no_redirect_with_the_token(monkeypatch):
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_report_follows_no_redirect_with_the_token(monkeypatch, status):
     monkeypatch.setattr(report, "RETRY_AFTER", 0.0)
     with receiver() as elsewhere, receiver() as control:
-        control.status, control.headers = 307, {"Location": elsewhere.url + "/collect"}
+        control.status, control.headers = status, {"Location": elsewhere.url + "/collect"}
         assert report.Reporter(control.url + "/events", RUN_TOKEN).send({"type": "started"}) is False
     assert len(control.requests) == 1 and elsewhere.requests == []
 

@@ -111,6 +111,7 @@ def test_a_schedule_that_raises_stops_no_one_else_and_its_owner_sees_why(tenants
     healthy, _ = tenants.provision()
     overdue, _ = tenants.provision(schedule="0 * * * *")
     unreadable, _ = tenants.provision()
+    dormant, _ = tenants.provision()  # not due, but its window is asked for: it raises there too
     stranger = Fernet(Fernet.generate_key()).encrypt(b"sealed with a key this control plane does not hold")
     with connect(tenants.db) as conn:
         # as a legacy value in its row: the 7-field cron that stopped every clock pass
@@ -118,6 +119,7 @@ def test_a_schedule_that_raises_stops_no_one_else_and_its_owner_sees_why(tenants
                      " where id = %s", (poisoned,))
         conn.execute("update resources set next_run_at = now() - interval '1 minute' where id = %s", (healthy,))
         conn.execute("update resources set created_at = now() - interval '2 days' where id = %s", (overdue,))
+        conn.execute("update resources set schedule = '0 0 31 4 *' where id = %s", (dormant,))
         conn.execute("update resources set oauth_access_token = %s, oauth_refresh_token = %s where id = %s",
                      (stranger, stranger, unreadable))
         conn.execute("insert into runs (id, resource_id, trigger, state, time_to_live, handle, created_at, claimed_at,"
@@ -132,7 +134,8 @@ def test_a_schedule_that_raises_stops_no_one_else_and_its_owner_sees_why(tenants
     assert _run_of(tenants, unreadable)["state"] == "lost"  # swept, though its Heroku tokens cannot be read
     with connect(tenants.db) as conn:
         incidents = {row["id"]: row for row in conn.execute("select * from resources where alert_open")}
-    assert {poisoned, overdue, unreadable} <= set(incidents)
+    assert {poisoned, overdue, unreadable, dormant} <= set(incidents)
+    assert "its schedule '0 0 31 4 *' cannot be used" in incidents[dormant]["alert_reason"]
     assert f"resource {poisoned}" in log
     listed = tenants.call("GET", f"/api/v1/resources/{poisoned}/backups", poisoned_token).json()["runs"]
     assert [(r["state"], r["trigger"]) for r in listed] == [("failed", "schedule")]
@@ -193,6 +196,7 @@ def test_triggers_are_answered_while_the_launcher_is_stuck_and_make_one_run(tena
         queued = tenants.call("POST", f"/api/v1/resources/{first}/backups", first_token)
         assert queued.status_code == 202 and queued.json()["run"]["state"] == "queued"
         assert tenants.heroku.holding.wait(WAIT), "the worker did not take the run"
+        assert _run_of(tenants, first)["launched_at"] is None  # the answer came first: the launch still hangs
         # the launcher is stuck in the Platform API: the web answers all the same
         again = tenants.call("POST", f"/api/v1/resources/{first}/backups", first_token)
         assert again.status_code == 200 and again.json()["run"]["id"] == queued.json()["run"]["id"]
@@ -201,6 +205,7 @@ def test_triggers_are_answered_while_the_launcher_is_stuck_and_make_one_run(tena
                                                                 second_token), range(8)))
         assert sorted(a.status_code for a in answers) == [200] * 7 + [202]
         assert len({a.json()["run"]["id"] for a in answers}) == 1
+        assert _run_of(tenants, second)["launched_at"] is None
         assert tenants.call("GET", f"/api/v1/resources/{second}/backups", second_token).status_code == 200
         tenants.heroku.held.set()
         _until(lambda: _run_of(tenants, first)["state"] == _run_of(tenants, second)["state"] == "launched")
