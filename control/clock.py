@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
@@ -185,14 +186,23 @@ def _part(name: str, nothing, step: Callable, *args):
 def main(config: Mapping, *, once: bool) -> None:
     """A pass every CLOCK_INTERVAL seconds until stopped (or once); between passes, launch what triggers queue."""
     logging.basicConfig(level=logging.INFO, format="level=%(levelname)s logger=%(name)s msg=%(message)r")
-    with db.open_pool(config["DATABASE_URL"], max_size=worker.THREADS + 1) as pool, \
-            worker.listening(config["DATABASE_URL"]) as listener:
+    with db.open_pool(config["DATABASE_URL"], max_size=worker.THREADS + 1) as pool:
         launcher = launchers.from_config(config, pool)
         while True:
-            tick(pool, launcher, config)
-            if once:
-                return
-            next_pass = time.monotonic() + config["CLOCK_INTERVAL"]
-            while (left := next_pass - time.monotonic()) > 0:
-                if worker.wait(listener, timeout=left):
-                    _part("launching triggered runs", 0, worker.launch_queued, pool, launcher, config)
+            try:
+                with worker.listening(config["DATABASE_URL"]) as listener:
+                    return _run(pool, launcher, config, listener, once=once)
+            except psycopg.OperationalError:  # a database hiccup must not stop the schedules for good
+                log.exception("clock: lost the database; trying again in %d s", config["CLOCK_INTERVAL"])
+                time.sleep(config["CLOCK_INTERVAL"])
+
+
+def _run(pool: ConnectionPool, launcher: Launcher, config: Mapping, listener: Connection, *, once: bool) -> None:
+    while True:
+        tick(pool, launcher, config)
+        if once:
+            return
+        next_pass = time.monotonic() + config["CLOCK_INTERVAL"]
+        while (left := next_pass - time.monotonic()) > 0:
+            if worker.wait(listener, timeout=left):
+                _part("launching triggered runs", 0, worker.launch_queued, pool, launcher, config)

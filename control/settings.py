@@ -33,8 +33,6 @@ _NUMBERS = {
     "REMORA_WEBHOOK_TIMEOUT": ("WEBHOOK_TIMEOUT", 10),
     "REMORA_TRIGGERS_PER_HOUR": ("TRIGGERS_PER_HOUR", 12),  # a count: API and dashboard runs per resource
 }
-# decrypt-only keys, newest first: what REMORA_SECRET_KEY was before a rotation (Flask's name for them)
-_FALLBACKS = ("REMORA_PREVIOUS_SECRET_KEYS", "SECRET_KEY_FALLBACKS")
 LAUNCHERS = ("local", "heroku")
 ENVIRONMENTS = ("production", "development")
 # the control plane's own secrets: never handed to a run's process
@@ -60,8 +58,9 @@ def from_env(env: Mapping[str, str]) -> dict:
         if text and not good:
             problems.append(f"{variable} must be a whole number from 1 to {MAX_NUMBER}, not {text!r}")
         config[key] = int(text) if good else default
-    variable, key = _FALLBACKS
-    config[key] = re.split(r"[\s,]+", env.get(variable, "").strip()) if env.get(variable, "").strip() else []
+    # decrypt-only keys, newest first: what REMORA_SECRET_KEY was before a rotation (Flask's name for them)
+    previous = (env.get("REMORA_PREVIOUS_SECRET_KEYS") or "").strip()
+    config["SECRET_KEY_FALLBACKS"] = re.split(r"[\s,]+", previous) if previous else []
     if problems:
         raise ConfigError("; ".join(problems))
     return config
