@@ -1,7 +1,7 @@
-"""Incidents: a resource whose backups went missing, and the webhook told once when it opens and closes.
+"""Incidents: a resource whose backups went missing; its webhook is told when one opens and when it closes.
 
-The incident's state (open or not) and what the webhook was last told are kept apart, so that a
-webhook that could not be reached is told at the next tick, and told once.
+Opening or closing an incident queues a delivery in the same transaction (control/deliveries.py
+sends it later, outside any transaction), so the webhook is told at least once, in order.
 """
 
 from __future__ import annotations
@@ -9,31 +9,45 @@ from __future__ import annotations
 import datetime
 import logging
 
-import requests
 from psycopg import Connection
-from psycopg_pool import ConnectionPool
+from psycopg.types.json import Jsonb
 
 from control import schedules
 
 log = logging.getLogger(__name__)
-TIMEOUT = 10  # seconds
-BATCH = 50
+_CHANGED = "returning id, app, alert_webhook_sealed, alert_reason, alert_opened_at"
 
 
 def open_incident(conn: Connection, resource_id, reason: str) -> bool:
     """Open an incident unless one is open already; True if this call opened it."""
-    return conn.execute(
+    opened = conn.execute(
         "update resources set alert_open = true, alert_reason = %s, alert_opened_at = now()"
-        " where id = %s and not alert_open", (reason, resource_id),
-    ).rowcount == 1
+        f" where id = %s and not alert_open {_CHANGED}", (reason, resource_id),
+    ).fetchone()
+    if opened is not None:
+        _tell(conn, opened, "missing")
+    return opened is not None
 
 
 def close_recovered(conn: Connection) -> int:
     """Close every incident whose resource has had a successful backup since it opened."""
-    return conn.execute(
+    closed = conn.execute(
         "update resources s set alert_open = false where alert_open and exists (select 1 from runs r"
         " where r.resource_id = s.id and r.state = 'succeeded' and r.finished_at > s.alert_opened_at)"
-    ).rowcount
+        f" {_CHANGED}"
+    ).fetchall()
+    for resource in closed:
+        _tell(conn, resource, "recovered")
+    return len(closed)
+
+
+def _tell(conn: Connection, resource: dict, event: str) -> None:
+    if resource["alert_webhook_sealed"] is None:
+        return
+    body = {"event": f"backups.{event}", "resource_id": str(resource["id"]), "app": resource["app"],
+            "reason": resource["alert_reason"] if event == "missing" else None,
+            "since": resource["alert_opened_at"].isoformat()}
+    conn.execute("insert into webhook_deliveries (resource_id, body) values (%s, %s)", (resource["id"], Jsonb(body)))
 
 
 def open_overdue(conn: Connection, *, slack: datetime.timedelta, now: datetime.datetime) -> int:
@@ -46,39 +60,22 @@ def open_overdue(conn: Connection, *, slack: datetime.timedelta, now: datetime.d
     ).fetchall()
     opened = 0
     for row in candidates:
-        window = schedules.period(row["schedule"], row["timezone"], now) + slack
+        try:
+            window = schedules.period(row["schedule"], row["timezone"], now) + slack
+        except Exception as e:  # noqa: BLE001 - a stored schedule that raises is its resource's problem alone
+            log.warning("resource %s: its schedule cannot be used (%s)", row["id"], type(e).__name__)
+            opened += _open(conn, row["id"], f"its schedule {row['schedule']!r} cannot be used ({type(e).__name__})")
+            continue
         if now - row["since"] > window:
-            opened += open_incident(conn, row["id"], f"no successful backup in {window}")
+            opened += _open(conn, row["id"], f"no successful backup in {window}")
     return opened
 
 
-def notify(pool: ConnectionPool) -> int:
-    """Tell each webhook what it has not been told yet; return how many were delivered."""
-    delivered = 0
-    with pool.connection() as conn:
-        due = conn.execute(
-            "select * from resources where alert_webhook is not null and ("
-            " (alert_open and alert_notified is distinct from 'missing')"
-            " or (not alert_open and alert_notified = 'missing'))"
-            " for update skip locked limit %s", (BATCH,),
-        ).fetchall()
-        for resource in due:
-            event = "missing" if resource["alert_open"] else "recovered"
-            if _post(resource, event):
-                conn.execute("update resources set alert_notified = %s where id = %s", (event, resource["id"]))
-                delivered += 1
-    return delivered
-
-
-def _post(resource: dict, event: str) -> bool:
-    body = {"event": f"backups.{event}", "resource_id": str(resource["id"]), "app": resource["app"],
-            "reason": resource["alert_reason"] if event == "missing" else None,
-            "since": resource["alert_opened_at"].isoformat()}
+def _open(conn: Connection, resource_id, reason: str) -> bool:
+    """open_incident in a savepoint: one resource's failure leaves the others' incidents."""
     try:
-        answer = requests.post(resource["alert_webhook"], json=body, timeout=TIMEOUT)
-    except requests.RequestException as e:
-        log.warning("alert webhook of %s unreachable (%s); trying again next tick", resource["id"], type(e).__name__)
+        with conn.transaction():
+            return open_incident(conn, resource_id, reason)
+    except Exception:  # noqa: BLE001 - logged with its resource; the others go on
+        log.exception("resource %s: could not open an incident", resource_id)
         return False
-    if answer.status_code >= 300:
-        log.warning("alert webhook of %s answered %s; trying again next tick", resource["id"], answer.status_code)
-    return answer.status_code < 300

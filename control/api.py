@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, jsonify, request
+import datetime
 
-from control import db, resources, runs, tokens
+from flask import Blueprint, abort, current_app, jsonify, request
+from werkzeug.exceptions import TooManyRequests
+
+from control import db, inputs, resources, runs, tokens, worker
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_PER_PAGE = 100
+MAX_PAGE = 10_000
+TRIGGER_WINDOW = datetime.timedelta(hours=1)
 
 
 def bearer() -> str:
@@ -30,28 +35,51 @@ def authorized_resource(resource_id) -> dict:
     return resource
 
 
-def trigger(resource: dict, *, how: str) -> dict:
-    """Create a run for ``resource`` and launch it now."""
+def trigger(resource: dict, *, how: str) -> tuple[dict, bool]:
+    """Queue a run of ``resource`` for a worker to launch; (the run, True), or (its active run, False).
+
+    Nothing is launched here: a slow or rate-limited launcher never holds a request up.
+    """
     config = current_app.config
     with db.pool().connection() as conn:
-        run, token = runs.create(conn, resource, trigger=how, time_to_live=config["RUN_TTL"])
-    control_url = config["CONTROL_URL"] or request.url_root.rstrip("/")
-    return runs.launch(db.pool(), current_app.extensions["remora.launcher"], run, token, resource, control_url)
+        run = runs.active(conn, resource["id"])
+        if run is None:
+            _within_rate_limit(conn, resource["id"], config["TRIGGERS_PER_HOUR"])
+            run = runs.enqueue(conn, resource["id"], trigger=how, time_to_live=config["RUN_TTL"])
+            if run is not None:
+                worker.notify(conn)
+                return run, True
+            run = runs.active(conn, resource["id"])  # queued by another request at the same moment
+    if run is None:
+        abort(409, "a run of this resource was queued and ended meanwhile; ask again")
+    return run, False
+
+
+def _within_rate_limit(conn, resource_id, per_hour: int) -> None:
+    """429 once the resource's triggers in the past hour reach ``per_hour``."""
+    recent = conn.execute(
+        "select count(*) as n, min(created_at) as oldest from runs where resource_id = %s"
+        " and trigger in ('api', 'dashboard') and created_at > now() - %s", (resource_id, TRIGGER_WINDOW),
+    ).fetchone()
+    if recent["n"] >= per_hour:
+        wait = recent["oldest"] + TRIGGER_WINDOW - datetime.datetime.now(datetime.timezone.utc)
+        raise TooManyRequests(f"at most {per_hour} backups an hour may be asked for",
+                              retry_after=max(1, int(wait.total_seconds()) + 1))
 
 
 @bp.post("/resources/<uuid:resource_id>/backups")
 def create_backup(resource_id):
-    run = trigger(authorized_resource(resource_id), how="api")
-    return jsonify(run=runs.public(run)), 202
+    run, queued = trigger(authorized_resource(resource_id), how="api")
+    if queued:
+        return jsonify(run=runs.public(run)), 202
+    return jsonify(run=runs.public(run), message="a backup of this resource is already queued or running"), 200
 
 
 @bp.get("/resources/<uuid:resource_id>/backups")
 def list_backups(resource_id):
     authorized_resource(resource_id)
-    number = request.args.get("page", 1, type=int)
-    per_page = request.args.get("per_page", 20, type=int)
-    if number < 1 or not 1 <= per_page <= MAX_PER_PAGE:
-        abort(400, f"page must be 1 or more and per_page from 1 to {MAX_PER_PAGE}")
+    number = inputs.whole_number("page", 1, least=1, most=MAX_PAGE)
+    per_page = inputs.whole_number("per_page", 20, least=1, most=MAX_PER_PAGE)
     with db.pool().connection() as conn:
         # one more than asked for tells whether there is a next page
         found = runs.newest(conn, resource_id, limit=per_page + 1, offset=(number - 1) * per_page)
@@ -59,7 +87,7 @@ def list_backups(resource_id):
         runs=[runs.public(run) for run in found[:per_page]],
         page=number,
         per_page=per_page,
-        next_page=number + 1 if len(found) > per_page else None,
+        next_page=number + 1 if len(found) > per_page and number < MAX_PAGE else None,
     )
 
 
@@ -79,19 +107,18 @@ def show_run(run_id):
 @bp.post("/runs/<uuid:run_id>/events")
 def run_event(run_id):
     token = bearer()
-    event = request.get_json(silent=True)
     with db.pool().connection() as conn:
         run = conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
-        if run is None or not tokens.matches(token, run["token_hash"]):
-            abort(401, "invalid run token")
-        if not runs.accepts_events(run, grace=current_app.config["LOST_GRACE"]):
-            abort(403, f"run has ended ({run['state']}) or outlived its time to live")
-        if not isinstance(event, dict):
-            abort(400, "the body must be a JSON object")
+    if run is None or not tokens.matches(token, run["token_hash"]):
+        abort(401, "invalid run token")
+    event = inputs.json_object()  # read only once the token is good
+    with db.pool().connection() as conn:
         try:
-            updated = runs.apply_event(conn, run_id, event)
+            updated = runs.record_event(conn, run, event, grace=current_app.config["LOST_GRACE"])
         except runs.EventError as e:
             abort(400, str(e))
-    if updated is None:
-        abort(403, "run has ended")
+        except runs.StartedElsewhere:
+            abort(409, "another process of this run has started it: this one must stop")
+        except runs.RunEnded:
+            abort(403, "run has ended or outlived its time to live")
     return jsonify(run=runs.public(updated))

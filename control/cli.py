@@ -1,4 +1,4 @@
-"""``remora-control``: migrate, create resources, serve the web app, run the clock, render the manifest."""
+"""``remora-control``: migrate, create resources, serve the web app, run the clock, rotate keys, render the manifest."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from pathlib import Path
 
 from control import manifest, settings
 
+EXIT_UNREADABLE = 1
 EXIT_CONFIG = 2
 WEB_WORKERS = 2
+# gunicorn's request limits: no route takes more (a body is capped by the app, at 64 KiB)
+REQUEST_LINE = 2048
+REQUEST_FIELDS = 40
+REQUEST_FIELD_SIZE = 4096
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     web.add_argument("--workers", type=int, default=WEB_WORKERS,
                      help=f"gunicorn worker processes (default {WEB_WORKERS})")
-    clock = commands.add_parser("clock", help="launch scheduled runs, find lost runs, send alerts")
+    clock = commands.add_parser("clock", help="launch queued and scheduled runs, find lost runs, send alerts")
     clock.add_argument("--once", action="store_true", help="one pass, then exit")
+    commands.add_parser("rotate-keys", help="seal every stored secret again with REMORA_SECRET_KEY (the old key "
+                        "stays in REMORA_PREVIOUS_SECRET_KEYS until this is done)")
     resource = commands.add_parser("resource", help="manage resources").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     create = resource.add_parser("create", help="create a resource; prints its id and API token as JSON")
@@ -54,23 +61,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _migrate(args, config) -> int:
-    from control import db
+    from control import db, keys
 
     applied = db.migrate(config["DATABASE_URL"])
     print(f"applied {', '.join(applied)}" if applied else "nothing to apply", file=sys.stderr)
+    with db.open_pool(config["DATABASE_URL"], max_size=1) as pool, pool.connection() as conn:
+        if sealed := keys.seal_legacy_webhooks(conn, config):
+            print(f"sealed {sealed} alert webhook URLs stored in plaintext", file=sys.stderr)
     return 0
 
 
 def _resource(args, config) -> int:
-    from control import db, resources
+    from control import db, options, resources
+
+    given = {name: value for name, value in (("schedule", args.schedule), ("timezone", args.timezone),
+                                             ("alert_webhook", args.alert_webhook)) if value is not None}
+    try:
+        chosen = options.validate(given, policy=options.policy(config))
+    except options.OptionError as e:
+        raise settings.ConfigError(str(e)) from e
+    with db.open_pool(config["DATABASE_URL"], max_size=1) as pool, pool.connection() as conn:
+        row, api_token = resources.create(conn, config, chosen, app=args.app)
+    print(json.dumps({"id": str(row["id"]), "app": row["app"], "api_token": api_token}))
+    return 0
+
+
+def _rotate_keys(args, config) -> int:
+    from control import db, keys
 
     with db.open_pool(config["DATABASE_URL"], max_size=1) as pool, pool.connection() as conn:
-        try:
-            row, api_token = resources.create(conn, app=args.app, schedule=args.schedule,
-                                              timezone=args.timezone, alert_webhook=args.alert_webhook)
-        except resources.SettingError as e:
-            raise settings.ConfigError(str(e)) from e
-    print(json.dumps({"id": str(row["id"]), "app": row["app"], "api_token": api_token}))
+        done, unreadable = keys.rotate(conn, config)
+    print(f"sealed the secrets of {done} resources again with REMORA_SECRET_KEY", file=sys.stderr)
+    if unreadable:
+        print(f"remora-control: no key opens the secrets of {len(unreadable)} resources (put the key they were "
+              f"sealed with in REMORA_PREVIOUS_SECRET_KEYS): {', '.join(unreadable)}", file=sys.stderr)
+        return EXIT_UNREADABLE
     return 0
 
 
@@ -82,14 +107,14 @@ def _web(args, config) -> int:
 def gunicorn_argv(*, host: str, port: str, workers: int, app: str = "control:create_app()") -> list[str]:
     """How ``web`` serves the app (the benchmark serves its own factory the same way)."""
     return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--access-logfile", "-", app]
+            "--limit-request-line", str(REQUEST_LINE), "--limit-request-fields", str(REQUEST_FIELDS),
+            "--limit-request-field_size", str(REQUEST_FIELD_SIZE), "--access-logfile", "-", app]
 
 
 def _clock(args, config) -> int:
     from control import clock
 
-    if not config["CONTROL_URL"]:
-        raise settings.ConfigError("REMORA_CONTROL_URL is not set (the runs report to it)")
+    settings.launching(config)
     clock.main(config, once=args.once)
     return 0
 
@@ -100,7 +125,7 @@ def _manifest(args) -> int:
     return 0
 
 
-_COMMANDS = {"migrate": _migrate, "resource": _resource, "web": _web, "clock": _clock}
+_COMMANDS = {"migrate": _migrate, "resource": _resource, "web": _web, "clock": _clock, "rotate-keys": _rotate_keys}
 
 
 if __name__ == "__main__":

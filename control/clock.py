@@ -1,9 +1,13 @@
-"""The clock: launches scheduled runs, finds lost runs, raises and clears alerts.
+"""The clock: queues scheduled runs and launches the queue, finds lost runs, raises and clears alerts.
 
 Any number of clocks may run side by side: each claims due schedules with
-``SELECT … FOR UPDATE SKIP LOCKED`` in the transaction that creates their runs and moves the
-schedules on, so a schedule's time is claimed by exactly one clock. Launching happens after
-that transaction commits: a slow Platform API never holds a lock.
+``SELECT … FOR NO KEY UPDATE SKIP LOCKED`` in the transaction that queues their runs and moves the
+schedules on, so a schedule's time is claimed by exactly one clock. Launching happens after that
+transaction commits (control/worker.py): a slow Platform API never holds a lock.
+
+Every resource and every run is handled on its own (a savepoint, or a transaction of its own),
+and every phase of a pass on its own: a row that raises is logged with its resource's id and
+recorded where its owner sees it, and never stops the others.
 """
 
 from __future__ import annotations
@@ -11,102 +15,194 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections.abc import Callable, Mapping
 
+import psycopg
+from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from control import alerts, db, launchers, runs, schedules
-from control.launchers import GONE, RUNNING, Launcher
+from control import alerts, db, deliveries, launchers, runs, schedules, worker
+from control.launchers import GONE, RUNNING, UNKNOWN, Launcher
 
 log = logging.getLogger(__name__)
 
 BATCH = 50  # schedules claimed per transaction
 
 
-def claim_due(
-    pool: ConnectionPool, *, now: datetime.datetime, time_to_live: int, limit: int = BATCH
-) -> list[tuple[dict, str, dict]]:
-    """Create a run for up to ``limit`` schedules due at ``now`` and move each on; (run, token, resource)."""
-    with pool.connection() as conn:
-        due = conn.execute(
-            "select * from resources where next_run_at <= %s and deprovisioned_at is null"
-            " order by next_run_at for update skip locked limit %s",
-            (now, limit),
-        ).fetchall()
-        claimed = []
-        for resource in due:
-            run, token = runs.create(conn, resource, trigger="schedule", time_to_live=time_to_live,
-                                     scheduled_for=resource["next_run_at"])
-            # missed times are not caught up: one run now stands for them, the next is in the future
-            following = schedules.next_after(resource["schedule"], resource["timezone"], now)
-            conn.execute("update resources set next_run_at = %s where id = %s", (following, resource["id"]))
-            claimed.append((run, token, resource))
-    return claimed
+def queue_due(pool: ConnectionPool, *, now: datetime.datetime, time_to_live: int) -> int:
+    """Queue a run for every schedule due at ``now`` and move each on; return how many were queued."""
+    queued, unusable = 0, []
+    while True:
+        with pool.connection() as conn:
+            due = conn.execute(
+                "select * from resources where next_run_at <= %s and deprovisioned_at is null"
+                " and not (id = any(%s::uuid[])) order by next_run_at for no key update skip locked limit %s",
+                (now, unusable, BATCH),
+            ).fetchall()
+            following, failures = {}, []
+            for resource in due:
+                try:  # missed times are not caught up: one run now stands for them, the next is in the future
+                    following[resource["id"]] = schedules.next_after(resource["schedule"], resource["timezone"], now)
+                except Exception as e:  # noqa: BLE001 - one resource's schedule is its problem alone
+                    failures.append((resource, e))
+            queued += _queue_all(conn, [r for r in due if r["id"] in following], following, failures,
+                                 time_to_live=time_to_live)
+            unusable += [r["id"] for r, e in failures if not _unusable(conn, r, e, time_to_live=time_to_live)]
+        if not due:
+            return queued
 
 
-def launch_due(pool: ConnectionPool, launcher: Launcher, config) -> int:
-    """Claim and launch every schedule due when this pass began; return how many runs were launched."""
+def _queue_all(conn: Connection, resources: list[dict], following: dict, failures: list, *,
+               time_to_live: int) -> int:
+    """Queue the batch in two statements; should they fail, one resource at a time (each in a savepoint)."""
+    try:
+        with conn.transaction():
+            return _queue(conn, resources, following, time_to_live=time_to_live)
+    except Exception:  # noqa: BLE001 - the row at fault is found below, and only it is left out
+        log.exception("queueing %d scheduled runs at once failed; one resource at a time", len(resources))
+    queued = 0
+    for resource in resources:
+        try:
+            with conn.transaction():
+                queued += _queue(conn, [resource], following, time_to_live=time_to_live)
+        except Exception as e:  # noqa: BLE001 - recorded as the resource's own failure
+            failures.append((resource, e))
+    return queued
+
+
+def _queue(conn: Connection, resources: list[dict], following: dict, *, time_to_live: int) -> int:
+    ids = [r["id"] for r in resources]
+    # a resource with an active run gets none (on conflict): that run stands for this time
+    queued = conn.execute(
+        "insert into runs (id, resource_id, trigger, scheduled_for, time_to_live) select gen_random_uuid(), r, "
+        "'schedule', s, %s from unnest(%s::uuid[], %s::timestamptz[]) as t(r, s) on conflict do nothing",
+        (time_to_live, ids, [r["next_run_at"] for r in resources])).rowcount
+    conn.execute("update resources set next_run_at = t.f from unnest(%s::uuid[], %s::timestamptz[]) as t(id, f)"
+                 " where resources.id = t.id", (ids, [following[i] for i in ids]))
+    return queued
+
+
+def _unusable(conn: Connection, resource: dict, error: Exception, *, time_to_live: int) -> bool:
+    """Stop a schedule that raised, and tell its owner: a failed run, an incident, the reason kept."""
+    reason = (f"the schedule {resource['schedule']!r} cannot be used ({type(error).__name__}); scheduled "
+              "backups stop until it is changed")
+    log.warning("resource %s: %s", resource["id"], reason, exc_info=not isinstance(error, ValueError))
+    try:
+        with conn.transaction():
+            conn.execute("update resources set next_run_at = null, schedule_error = %s where id = %s",
+                         (reason, resource["id"]))
+            runs.failed(conn, resource["id"], trigger="schedule", scheduled_for=resource["next_run_at"],
+                        time_to_live=time_to_live, error=reason)
+            alerts.open_incident(conn, resource["id"], reason)
+        return True
+    except Exception:  # noqa: BLE001 - logged; the pass goes on without this resource
+        log.exception("resource %s: could not record that its schedule cannot be used", resource["id"])
+        return False
+
+
+def launch_due(pool: ConnectionPool, launcher: Launcher, config: Mapping) -> int:
+    """Queue every schedule due when this pass began, then launch the queue; return how many were launched."""
     # one moment for the whole pass: a schedule that comes due while a long pass launches waits for
     # the next pass, instead of the pass chasing the clock
     now = datetime.datetime.now(datetime.timezone.utc)
-    launched = 0
-    while claimed := claim_due(pool, now=now, time_to_live=config["RUN_TTL"]):
-        for run, token, resource in claimed:
-            runs.launch(pool, launcher, run, token, resource, config["CONTROL_URL"])
-        launched += len(claimed)
-    return launched
+    queue_due(pool, now=now, time_to_live=config["RUN_TTL"])
+    return worker.launch_queued(pool, launcher, config)
 
 
-def sweep_lost(pool: ConnectionPool, launcher: Launcher, config) -> int:
-    """Mark lost every run that outlived its time to live plus the grace without ending; open incidents."""
+def sweep_lost(pool: ConnectionPool, launcher: Launcher, config: Mapping) -> int:
+    """Mark lost every run that outlived its time to live, or whose launch came to nothing; open incidents."""
+    grace = config["LOST_GRACE"]
     with pool.connection() as conn:
         overdue = conn.execute(
-            "select r.*, s.app from runs r join resources s on s.id = r.resource_id"
-            " where r.state = any(%s) and r.created_at + make_interval(secs => r.time_to_live + %s) < now()"
-            " limit %s", (list(runs.ACTIVE), config["LOST_GRACE"], BATCH * 4),
+            "select r.*, s.app from runs r join resources s on s.id = r.resource_id where r.state = any(%s) and ("
+            " r.created_at + make_interval(secs => r.time_to_live + %s) < now()"
+            " or (r.handle is null and r.last_event_at is null and r.claimed_at + make_interval(secs => %s) < now()))"
+            " limit %s", (list(runs.ACTIVE), grace, grace, BATCH * 4),
         ).fetchall()
     lost = 0
     for run in overdue:
-        # asked outside any transaction: the Platform API may be slow
-        dyno = launcher.state(resource_id=str(run["resource_id"]), app=run["app"], handle=run["handle"]) \
-            if run["handle"] else GONE
-        reason = {RUNNING: "its process still runs past its time to live",
-                  GONE: "its process is gone"}.get(dyno, "its process cannot be found")
-        with pool.connection() as conn:
-            # another clock may have got there first, or the run may have just reported
-            if conn.execute(
-                "update runs set state = 'lost', finished_at = now(), error = %s"
-                " where id = %s and state = any(%s)",
-                (f"no report within its time to live; {reason}", run["id"], list(runs.ACTIVE)),
-            ).rowcount:
-                lost += 1
-                alerts.open_incident(conn, run["resource_id"], f"run {run['id']} was lost: {reason}")
+        try:
+            lost += _lose(pool, run, _why_lost(launcher, run))
+        except Exception:  # noqa: BLE001 - logged with its run; the others are swept
+            log.exception("run %s of resource %s: could not be swept", run["id"], run["resource_id"])
     return lost
 
 
-def tick(pool: ConnectionPool, launcher: Launcher, config) -> None:
-    """One pass of everything the clock does."""
-    launched = launch_due(pool, launcher, config)
-    lost = sweep_lost(pool, launcher, config)
+def _why_lost(launcher: Launcher, run: dict) -> str:
+    if run["claimed_at"] is None:
+        return "no report within its time to live; no worker launched it (is `remora-control clock` running?)"
+    if run["launched_at"] is None:
+        return "its launch was interrupted"
+    if run["handle"] is None:
+        return "its launch was not confirmed and no process of it reported"
+    try:
+        # asked outside any transaction: the Platform API may be slow
+        dyno = launcher.state(resource_id=str(run["resource_id"]), app=run["app"], handle=run["handle"])
+    except Exception:  # noqa: BLE001 - an unexpected answer about one run is that run's alone
+        log.exception("run %s of resource %s: its process's state is unknown", run["id"], run["resource_id"])
+        dyno = UNKNOWN
+    return "no report within its time to live; " + {
+        RUNNING: "its process still runs past its time to live", GONE: "its process is gone"}.get(
+        dyno, "its process cannot be found")
+
+
+def _lose(pool: ConnectionPool, run: dict, reason: str) -> int:
+    with pool.connection() as conn:
+        # another clock may have got there first, or the run may have just reported
+        if not conn.execute("update runs set state = 'lost', finished_at = now(), error = %s"
+                            " where id = %s and state = any(%s)", (reason, run["id"], list(runs.ACTIVE))).rowcount:
+            return 0
+        alerts.open_incident(conn, run["resource_id"], f"run {run['id']} was lost: {reason}")
+        return 1
+
+
+def _incidents(pool: ConnectionPool, config: Mapping) -> tuple[int, int]:
     slack = datetime.timedelta(seconds=config["RUN_TTL"] + config["LOST_GRACE"])
     with pool.connection() as conn:
         recovered = alerts.close_recovered(conn)
         overdue = alerts.open_overdue(conn, slack=slack, now=datetime.datetime.now(datetime.timezone.utc))
-    notified = alerts.notify(pool)
-    if launched or lost or recovered or overdue or notified:
-        log.info("launched %d scheduled runs, %d runs lost, %d incidents opened for missing backups,"
-                 " %d closed, %d webhooks told", launched, lost, overdue, recovered, notified)
+    return recovered, overdue
 
 
-def main(config, *, once: bool) -> None:
-    """Tick every CLOCK_INTERVAL seconds until stopped (or once)."""
+def tick(pool: ConnectionPool, launcher: Launcher, config: Mapping) -> None:
+    """One pass of everything the clock does; each part goes on whatever the others did."""
+    launched = _part("launching scheduled runs", 0, launch_due, pool, launcher, config)
+    lost = _part("finding lost runs", 0, sweep_lost, pool, launcher, config)
+    recovered, overdue = _part("raising and clearing incidents", (0, 0), _incidents, pool, config)
+    told = _part("telling webhooks", 0, deliveries.deliver, pool, config)
+    if launched or lost or recovered or overdue or told:
+        log.info("launched %d runs, %d runs lost, %d incidents opened for missing backups,"
+                 " %d closed, %d webhooks told", launched, lost, overdue, recovered, told)
+
+
+def _part(name: str, nothing, step: Callable, *args):
+    try:
+        return step(*args)
+    except Exception:  # noqa: BLE001 - a database hiccup in one part must not stop the others
+        log.exception("clock: %s failed; trying again at the next pass", name)
+        return nothing
+
+
+def main(config: Mapping, *, once: bool) -> None:
+    """A pass every CLOCK_INTERVAL seconds until stopped (or once); between passes, launch what triggers queue."""
     logging.basicConfig(level=logging.INFO, format="level=%(levelname)s logger=%(name)s msg=%(message)r")
-    with db.open_pool(config["DATABASE_URL"]) as pool:
+    with db.open_pool(config["DATABASE_URL"], max_size=worker.THREADS + 1) as pool:
         launcher = launchers.from_config(config, pool)
         while True:
             try:
-                tick(pool, launcher, config)
-            except Exception:  # noqa: BLE001 - a database hiccup must not stop the schedules for good
-                log.exception("clock tick failed; trying again at the next one")
-            if once:
-                return
-            time.sleep(config["CLOCK_INTERVAL"])
+                with worker.listening(config["DATABASE_URL"]) as listener:
+                    return _run(pool, launcher, config, listener, once=once)
+            except psycopg.OperationalError:  # a database hiccup must not stop the schedules for good
+                log.exception("clock: lost the database; trying again in %d s", config["CLOCK_INTERVAL"])
+                time.sleep(config["CLOCK_INTERVAL"])
+
+
+def _run(pool: ConnectionPool, launcher: Launcher, config: Mapping, listener: Connection, *, once: bool) -> None:
+    while True:
+        tick(pool, launcher, config)
+        if once:
+            return
+        next_pass = time.monotonic() + config["CLOCK_INTERVAL"]
+        while (left := next_pass - time.monotonic()) > 0:
+            if worker.wait(listener, timeout=left):
+                _part("launching triggered runs", 0, worker.launch_queued, pool, launcher, config)

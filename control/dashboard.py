@@ -6,7 +6,7 @@ import uuid
 
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 
-from control import api, db, resources, runs, tokens
+from control import api, db, deliveries, resources, runs, tokens
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 SHOWN = 50  # runs listed
@@ -29,7 +29,8 @@ def index():
     resource = _resource()
     with db.pool().connection() as conn:
         shown = [runs.public(run) for run in runs.newest(conn, resource["id"], limit=SHOWN)]
-    return render_template("dashboard.html", resource=resource, runs=shown, csrf=session["csrf"])
+        delivery = deliveries.latest(conn, resource["id"])
+    return render_template("dashboard.html", resource=resource, runs=shown, delivery=delivery, csrf=session["csrf"])
 
 
 @bp.post("/backups")

@@ -1,8 +1,8 @@
 """The Heroku Add-on Partner API (provision, plan change, deprovision) and SSO to the dashboard.
 
 Heroku delivers at least once, so every call is idempotent on the add-on's ``uuid``. A repeated
-provision answers the same config: the API token of a Heroku resource is derived from
-REMORA_SECRET_KEY and the uuid rather than stored.
+provision answers the same config: the resource's random API token is kept sealed for that.
+Options are checked before the OAuth grant is exchanged: a refused provision spends no grant.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ import uuid
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, session, url_for
 
-from control import db, oauth, resources, tokens
+from control import db, inputs, oauth, options, resources, tokens
 
 bp = Blueprint("heroku", __name__, url_prefix="/heroku")
 SSO_MAX_AGE = 300  # seconds either side of now that an SSO timestamp may be
 DEFAULT_SCHEDULE = "0 3 * * *"
+PLAN = r"[A-Za-z0-9][A-Za-z0-9:_.-]*"
+REGION = r"[A-Za-z0-9:_./-]*"
+STALE_LOGIN = "the login link is stale or invalid; open the add-on from Heroku's dashboard again"
 
 
 @bp.before_request
@@ -44,42 +47,57 @@ def _answer(resource_id, api_token: str, *, status: int):
 
 @bp.post("/resources")
 def provision():
-    body = request.get_json(silent=True) or {}
+    body = inputs.json_object()
     try:
         resource_id = uuid.UUID(str(body.get("uuid")))
-        code = body["oauth_grant"]["code"]
-    except (ValueError, KeyError, TypeError):
-        abort(400, "uuid and oauth_grant.code are required")
-    api_token = tokens.derived(current_app.config["SECRET_KEY"], "api-token", str(resource_id))
-    with db.pool().connection() as conn:
-        existing = conn.execute("select deprovisioned_at from resources where id = %s", (resource_id,)).fetchone()
-    if existing is not None:
-        if existing["deprovisioned_at"] is not None:
-            abort(410, "this add-on was deprovisioned")
-        return _answer(resource_id, api_token, status=200)
-    options = body.get("options") or {}
+    except ValueError:
+        abort(400, "uuid is required")
+    grant = body.get("oauth_grant")
+    code = inputs.text(grant.get("code") if isinstance(grant, dict) else None, name="oauth_grant.code",
+                       pattern=r"[A-Za-z0-9._~-]+", most=500)
+    plan = inputs.text(body.get("plan", "default"), name="plan", pattern=PLAN)
+    region = inputs.text(body.get("region", ""), name="region", pattern=REGION) or None
+    if (repeated := _repeated(resource_id)) is not None:
+        return repeated
     try:
-        resources.check_settings(schedule=options.get("schedule", DEFAULT_SCHEDULE),
-                                 timezone=options.get("timezone", "UTC"), alert_webhook=options.get("alert_webhook"))
-        grant = oauth.exchange(current_app.config, grant_type="authorization_code", code=code)
-    except resources.SettingError as e:
+        chosen = options.validate(body.get("options") or {}, policy=options.policy(current_app.config),
+                                  default_schedule=DEFAULT_SCHEDULE)
+    except options.OptionError as e:
         abort(422, str(e))
+    try:  # only now: a grant is good once, and a refused provision must leave Heroku's retry one
+        grant = oauth.exchange(current_app.config, grant_type="authorization_code", code=code)
+    except oauth.GrantRefused as e:
+        abort(422, f"could not complete the authorization: {e}")
     except oauth.OAuthError as e:
         abort(503, f"could not complete the authorization: {e}")
     with db.pool().connection() as conn:
-        resources.create(conn, app=None, resource_id=resource_id, plan=str(body.get("plan", "")),
-                         region=body.get("region"), schedule=options.get("schedule", DEFAULT_SCHEDULE),
-                         timezone=options.get("timezone", "UTC"), alert_webhook=options.get("alert_webhook"),
-                         api_token=api_token)
-        oauth.store(conn, current_app.config, resource_id, grant)
-    return _answer(resource_id, api_token, status=201)
+        created = resources.create(conn, current_app.config, chosen, app=None, resource_id=resource_id, plan=plan,
+                                   region=region, keep_token=True)
+        if created is not None:
+            oauth.store(conn, current_app.config, resource_id, grant)
+    if created is None:  # provisioned by a request just before this one
+        return _repeated(resource_id)
+    return _answer(resource_id, created[1], status=201)
+
+
+def _repeated(resource_id):
+    """The answer to a provision of an add-on that exists already (410 once deprovisioned), or None."""
+    with db.pool().connection() as conn:
+        existing = conn.execute("select * from resources where id = %s", (resource_id,)).fetchone()
+        if existing is None:
+            return None
+        if existing["deprovisioned_at"] is not None:
+            abort(410, "this add-on was deprovisioned")
+        try:
+            api_token = resources.kept_token(conn, current_app.config, existing)
+        except tokens.Unreadable as e:
+            abort(503, f"the add-on's API token cannot be read: {e}")
+    return _answer(resource_id, api_token, status=200)
 
 
 @bp.put("/resources/<uuid:resource_id>")
 def change_plan(resource_id):
-    plan = (request.get_json(silent=True) or {}).get("plan")
-    if not isinstance(plan, str) or not plan:
-        abort(400, "plan is required")
+    plan = inputs.text(inputs.json_object().get("plan"), name="plan", pattern=PLAN)
     with db.pool().connection() as conn:
         if conn.execute("update resources set plan = %s where id = %s and deprovisioned_at is null",
                         (plan, resource_id)).rowcount == 0:
@@ -92,7 +110,8 @@ def deprovision(resource_id):
     with db.pool().connection() as conn:
         found = conn.execute(
             "update resources set deprovisioned_at = coalesce(deprovisioned_at, now()), next_run_at = null,"
-            " oauth_access_token = null, oauth_refresh_token = null where id = %s", (resource_id,)).rowcount
+            " oauth_access_token = null, oauth_refresh_token = null, api_token_sealed = null,"
+            " alert_webhook_sealed = null where id = %s", (resource_id,)).rowcount
     if not found:
         abort(404, "no such resource")
     return "", 204
@@ -100,24 +119,31 @@ def deprovision(resource_id):
 
 @bp.post("/sso")
 def sso():
-    """Heroku's SSO form: the resource id, a timestamp and sha1("id:salt:timestamp")."""
+    """Heroku's SSO form: the resource id, a timestamp and sha1("id:salt:timestamp"); each form opens one session."""
     form = request.form
     resource_id = form.get("resource_id") or form.get("id") or ""
     token = form.get("resource_token") or form.get("token") or ""
     timestamp = form.get("timestamp", "")
     salt = current_app.config["HEROKU_SSO_SALT"]
-    if not salt or not timestamp.isdigit() or abs(time.time() - int(timestamp)) > SSO_MAX_AGE:
-        abort(403, "the login link is stale or invalid; open the add-on from Heroku's dashboard again")
+    if not salt or not inputs.is_whole_number(timestamp) or abs(time.time() - int(timestamp)) > SSO_MAX_AGE:
+        abort(403, STALE_LOGIN)
     expected = hashlib.sha1(f"{resource_id}:{salt}:{timestamp}".encode()).hexdigest()
     if not tokens.same(token, expected):
-        abort(403, "the login link is stale or invalid; open the add-on from Heroku's dashboard again")
+        abort(403, STALE_LOGIN)
     try:
         with db.pool().connection() as conn:
             resource = resources.get(conn, uuid.UUID(resource_id))
+            if resource is None:
+                abort(403, "no such add-on")
+            # a form seen within its window (a replay) opens no second session
+            conn.execute("delete from sso_logins where used_at < now() - make_interval(secs => %s)",
+                         (2 * SSO_MAX_AGE,))
+            if not conn.execute("insert into sso_logins (resource_id, timestamp) values (%s, %s)"
+                                " on conflict do nothing", (resource["id"], int(timestamp))).rowcount:
+                abort(403, STALE_LOGIN)
     except ValueError:
-        resource = None
-    if resource is None:
         abort(403, "no such add-on")
     session.clear()
-    session.update(resource_id=str(resource["id"]), csrf=tokens.new_token(), nav_data=form.get("nav-data"))
+    session.update(resource_id=str(resource["id"]), csrf=tokens.new_token(),
+                   nav_data=(form.get("nav-data") or "")[:1000])
     return redirect(url_for("dashboard.index"), code=303)

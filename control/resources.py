@@ -1,44 +1,53 @@
-"""Resources: one per add-on (or per `resource create`), each with its API token and schedule."""
+"""Resources: one per add-on (or per `resource create`), each with its API token, schedule and webhook.
+
+An API token is random and stored as its SHA-256. A Heroku resource's token is also kept sealed,
+so that a repeated provision (Heroku delivers at least once) answers the same one. The alert
+webhook is kept sealed too: its URL often carries the customer's secret.
+"""
 
 from __future__ import annotations
 
 import datetime
-import urllib.parse
 import uuid
+from collections.abc import Mapping
 
 from psycopg import Connection
 
 from control import schedules, tokens
+from control.options import Options
 
 
-class SettingError(ValueError):
-    """A schedule, time zone or webhook that cannot be used; the message names it."""
+def create(conn: Connection, config: Mapping, options: Options, *, app: str | None,
+           resource_id: uuid.UUID | None = None, plan: str = "local", region: str | None = None,
+           keep_token: bool = False) -> tuple[dict, str] | None:
+    """Insert a resource with validated ``options``; its row and API token, or None if ``resource_id`` exists.
 
-
-def check_settings(*, schedule: str | None, timezone: str, alert_webhook: str | None) -> None:
-    try:
-        schedules.check(schedule, timezone)
-    except schedules.ScheduleError as e:
-        raise SettingError(str(e)) from e
-    if alert_webhook is not None and urllib.parse.urlsplit(alert_webhook).scheme not in ("http", "https"):
-        raise SettingError(f"alert webhook {alert_webhook!r} is not an http(s) URL")
-
-
-def create(conn: Connection, *, app: str | None, resource_id: uuid.UUID | None = None, plan: str = "local",
-           region: str | None = None, schedule: str | None = None, timezone: str = "UTC",
-           alert_webhook: str | None = None, api_token: str | None = None) -> tuple[dict, str]:
-    """Insert a resource; return its row and its API token (shown once, stored only as a hash)."""
-    check_settings(schedule=schedule, timezone=timezone, alert_webhook=alert_webhook)
-    api_token = api_token or tokens.new_token()
+    ``keep_token`` seals the token too, for a provision that Heroku may repeat.
+    """
+    api_token = tokens.new_token()
     now = datetime.datetime.now(datetime.timezone.utc)
-    next_run_at = schedules.next_after(schedule, timezone, now) if schedule else None
+    next_run_at = schedules.next_after(options.schedule, options.timezone, now) if options.schedule else None
+    webhook = tokens.seal(config, options.alert_webhook) if options.alert_webhook else None
     row = conn.execute(
-        "insert into resources (id, app, plan, region, api_token_hash, schedule, timezone, next_run_at,"
-        " alert_webhook) values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning *",
-        (resource_id or uuid.uuid4(), app, plan, region, tokens.digest(api_token), schedule, timezone,
-         next_run_at, alert_webhook),
+        "insert into resources (id, app, plan, region, api_token_hash, api_token_sealed, schedule, timezone,"
+        " next_run_at, alert_webhook_sealed) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " on conflict (id) do nothing returning *",
+        (resource_id or uuid.uuid4(), app, plan, region, tokens.digest(api_token),
+         tokens.seal(config, api_token) if keep_token else None, options.schedule, options.timezone, next_run_at,
+         webhook),
     ).fetchone()
-    return row, api_token
+    return None if row is None else (row, api_token)
+
+
+def kept_token(conn: Connection, config: Mapping, resource: dict) -> str:
+    """The API token a repeated provision answers: the sealed one, or a new one for a resource that has none."""
+    if resource["api_token_sealed"] is not None:
+        return tokens.unseal(config, resource["api_token_sealed"])
+    # provisioned before tokens were kept: a new token replaces the old, as rotating it would
+    api_token = tokens.new_token()
+    conn.execute("update resources set api_token_hash = %s, api_token_sealed = %s where id = %s",
+                 (tokens.digest(api_token), tokens.seal(config, api_token), resource["id"]))
+    return api_token
 
 
 def by_api_token(conn: Connection, api_token: str) -> dict | None:
@@ -56,3 +65,4 @@ def get(conn: Connection, resource_id) -> dict | None:
     return conn.execute(
         "select * from resources where id = %s and deprovisioned_at is null", (resource_id,)
     ).fetchone()
+

@@ -1,72 +1,134 @@
-"""Runs: created, launched, then moved along by the runner's events until they end.
+"""Runs: queued, claimed and launched by a worker, then moved along by the runner's events until they end.
 
     queued → launched → running → succeeded | failed | lost
+
+A resource has at most one active (queued, launched or running) run: a unique index says so, and
+whoever queues a run while another is active gets that one instead. A run's token is made when a
+worker claims it to launch (it is stored only as a hash), so a queued run has none. The first
+``started`` event claims the run for the process that sent it; any other process of the same run
+is told so (409) and stops without dumping.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import re
 import uuid
 
 from psycopg import Connection
-from psycopg_pool import ConnectionPool
 
 from control import tokens
-from control.launchers import Launcher, LaunchError, LaunchSpec
+from control.launchers import Launcher, LaunchError, LaunchSpec, LaunchUnconfirmed
 
 log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "launched", "running")
 ENDED = ("succeeded", "failed", "lost")
 MAX_ERROR = 1000  # characters of the runner's one-line error kept
+MAX_COUNT = 2**63 - 1  # bigint
+MAX_EXIT_CODE = 255
 
 
 class EventError(ValueError):
     """An event whose body is not one the runner sends."""
 
 
-def create(conn: Connection, resource: dict, *, trigger: str, time_to_live: int,
-           scheduled_for: datetime.datetime | None = None) -> tuple[dict, str]:
-    """Insert a queued run; return it and its token (handed to the run, stored only as a hash)."""
-    token = tokens.new_token()
-    row = conn.execute(
-        "insert into runs (id, resource_id, trigger, scheduled_for, token_hash, time_to_live)"
-        " values (%s, %s, %s, %s, %s, %s) returning *",
-        (uuid.uuid4(), resource["id"], trigger, scheduled_for, tokens.digest(token), time_to_live),
+class RunEnded(Exception):
+    """The run has ended: it takes no more events."""
+
+
+class StartedElsewhere(Exception):
+    """Another process of this run sent ``started`` first."""
+
+
+def enqueue(conn: Connection, resource_id, *, trigger: str, time_to_live: int,
+            scheduled_for: datetime.datetime | None = None) -> dict | None:
+    """Queue a run; None if the resource has an active run already (or this scheduled time has its run)."""
+    return conn.execute(
+        "insert into runs (id, resource_id, trigger, scheduled_for, time_to_live) values (%s, %s, %s, %s, %s)"
+        " on conflict do nothing returning *",
+        (uuid.uuid4(), resource_id, trigger, scheduled_for, time_to_live),
     ).fetchone()
-    return row, token
 
 
-def launch(pool: ConnectionPool, launcher: Launcher, run: dict, token: str, resource: dict,
-           control_url: str) -> dict:
-    """Start the run's process, outside any transaction; a launch that fails marks the run failed."""
-    spec = LaunchSpec(run_id=str(run["id"]), resource_id=str(resource["id"]), app=resource["app"],
+def failed(conn: Connection, resource_id, *, trigger: str, time_to_live: int, error: str,
+           scheduled_for: datetime.datetime | None = None) -> None:
+    """Record a run that failed before it could be queued, where its owner sees runs."""
+    conn.execute(
+        "insert into runs (id, resource_id, trigger, scheduled_for, state, time_to_live, finished_at, error)"
+        " values (%s, %s, %s, %s, 'failed', %s, now(), %s) on conflict do nothing",
+        (uuid.uuid4(), resource_id, trigger, scheduled_for, time_to_live, error[:MAX_ERROR]),
+    )
+
+
+def active(conn: Connection, resource_id) -> dict | None:
+    return conn.execute("select * from runs where resource_id = %s and state = any(%s)",
+                        (resource_id, list(ACTIVE))).fetchone()
+
+
+def claim(conn: Connection, *, limit: int, resource_id=None) -> list[tuple[dict, str]]:
+    """Take up to ``limit`` queued runs (of one resource, if given) to launch, oldest first; (run, its new token).
+
+    Each run comes with its resource's ``app``. Claimed runs are skipped by every other claim, so
+    any number of workers can take from the queue at once.
+    """
+    due = conn.execute(
+        "select r.*, s.app from runs r join resources s on s.id = r.resource_id"
+        " where r.state = 'queued' and r.claimed_at is null and (%s::uuid is null or r.resource_id = %s)"
+        " order by r.created_at limit %s for update of r skip locked",
+        (resource_id, resource_id, limit),
+    ).fetchall()
+    claimed = [(run, tokens.new_token()) for run in due]
+    conn.execute("update runs set claimed_at = now(), token_hash = t.hash from unnest(%s::uuid[], %s::bytea[])"
+                 " as t(id, hash) where runs.id = t.id",
+                 ([run["id"] for run, _ in claimed], [tokens.digest(token) for _, token in claimed]))
+    return claimed
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """What became of one claimed run's launch: its process's handle (None if unconfirmed), or why it failed."""
+
+    run_id: uuid.UUID
+    handle: str | None = None
+    error: str | None = None
+
+
+def launch(launcher: Launcher, run: dict, token: str, control_url: str) -> Launch:
+    """Start a claimed run's process, outside any transaction; never raises (``record`` keeps the outcome).
+
+    A launch whose outcome is unknown (Heroku may have started the dyno) leaves the run launched
+    without a handle: its process reports if it exists, and the clock finds it lost if it does not.
+    """
+    spec = LaunchSpec(run_id=str(run["id"]), resource_id=str(run["resource_id"]), app=run["app"],
                       control_url=control_url, time_to_live=run["time_to_live"], run_token=token)
     try:
-        handle = launcher.launch(spec)
+        return Launch(run["id"], handle=launcher.launch(spec))
+    except LaunchUnconfirmed as e:
+        log.warning("run %s of resource %s: %s", run["id"], run["resource_id"], e)
+        return Launch(run["id"])
+    except LaunchError as e:
+        return Launch(run["id"], error=f"launch failed: {e}"[:MAX_ERROR])
     except Exception as e:  # noqa: BLE001 - whatever happened, the run must not wait to be found lost
-        if not isinstance(e, LaunchError):
-            log.exception("launching run %s failed", run["id"])
-        message = str(e) if isinstance(e, LaunchError) else f"internal error while launching ({type(e).__name__})"
-        return _end(pool, run["id"], state="failed", error=f"launch failed: {message}")
-    with pool.connection() as conn:
-        # the runner may already have reported: never move a run backwards
-        return conn.execute(
-            "update runs set handle = %s, launched_at = now(),"
-            " state = case when state = 'queued' then 'launched' else state end"
-            " where id = %s returning *",
-            (handle, run["id"]),
-        ).fetchone()
+        log.exception("launching run %s of resource %s failed", run["id"], run["resource_id"])
+        return Launch(run["id"], error=f"launch failed: internal error while launching ({type(e).__name__})")
 
 
-def _end(pool: ConnectionPool, run_id, *, state: str, error: str) -> dict:
-    with pool.connection() as conn:
-        return conn.execute(
-            "update runs set state = %s, error = %s, finished_at = now() where id = %s returning *",
-            (state, error[:MAX_ERROR], run_id),
-        ).fetchone()
+def record(conn: Connection, launches: list[Launch]) -> None:
+    """Keep what became of launches: launched (never moving a run backwards: it may have reported), or failed."""
+    done = [launch for launch in launches if launch.error is None]
+    conn.execute(
+        "update runs set handle = t.handle, launched_at = now(),"
+        " state = case when state = 'queued' then 'launched' else state end"
+        " from unnest(%s::uuid[], %s::text[]) as t(id, handle) where runs.id = t.id",
+        ([launch.run_id for launch in done], [launch.handle for launch in done]))
+    failed = [launch for launch in launches if launch.error is not None]
+    conn.execute(
+        "update runs set state = 'failed', error = t.error, finished_at = now()"
+        " from unnest(%s::uuid[], %s::text[]) as t(id, error) where runs.id = t.id and state = any(%s)",
+        ([launch.run_id for launch in failed], [launch.error for launch in failed], list(ACTIVE)))
 
 
 def accepts_events(run: dict, *, grace: int, now: datetime.datetime | None = None) -> bool:
@@ -79,19 +141,39 @@ def deadline(run: dict, *, grace: int) -> datetime.datetime:
     return run["created_at"] + datetime.timedelta(seconds=run["time_to_live"] + grace)
 
 
-def apply_event(conn: Connection, run_id, event: dict) -> dict | None:
-    """Record one event; None if the run ended meanwhile. Raises EventError for a bad body."""
+def record_event(conn: Connection, run: dict, event: dict, *, grace: int) -> dict:
+    """Record one event of ``run``; the run as it is now.
+
+    Raises EventError for a bad body, StartedElsewhere for a second process's ``started``, and
+    RunEnded once the run has ended or outlived its time to live.
+    """
     sets, values = _event_update(event)
-    return conn.execute(
-        f"update runs set {sets}, last_event_at = now() where id = %s and state = any(%s) returning *",
-        (*values, run_id, list(ACTIVE)),
+    process = values[0] if event.get("type") == "started" else None
+    if process is not None and run["started_by"] not in (None, process):
+        raise StartedElsewhere
+    if not accepts_events(run, grace=grace):
+        raise RunEnded
+    updated = conn.execute(
+        f"update runs set {sets}, last_event_at = now() where id = %s and state = any(%s)"
+        " and (%s::text is null or started_by is null or started_by = %s) returning *",
+        (*values, run["id"], list(ACTIVE), process, process),
     ).fetchone()
+    if updated is not None:
+        return updated
+    # a process of the same run got there first, or the run ended meanwhile
+    if process is not None and conn.execute("select started_by from runs where id = %s",
+                                            (run["id"],)).fetchone()["started_by"] not in (None, process):
+        raise StartedElsewhere
+    raise RunEnded
 
 
 def _event_update(event: dict) -> tuple[str, tuple]:
     kind = event.get("type")
     if kind == "started":
-        return "state = 'running'", ()
+        process = event.get("process", "")  # a runner older than the claim sends none
+        if not isinstance(process, str) or not re.fullmatch(r"[0-9A-Za-z_-]{0,64}", process):
+            raise EventError("process must be up to 64 letters, digits, - or _")
+        return "state = 'running', started_by = coalesce(started_by, %s)", (process,)
     if kind == "progress":
         return "state = 'running', bytes_done = %s", (_count(event, "bytes"),)
     if kind == "succeeded":
@@ -101,26 +183,31 @@ def _event_update(event: dict) -> tuple[str, tuple]:
         backup_id = event.get("backup_id")
         if not isinstance(backup_id, str) or not re.fullmatch(r"[0-9A-Za-z-]{1,64}", backup_id):
             raise EventError("backup_id must be a backup id")
+        encrypted = _count(event, "encrypted_bytes")
         return (
             "state = 'succeeded', finished_at = now(), backup_id = %s, dump_bytes = %s,"
             " encrypted_bytes = %s, sha256 = %s, bytes_done = %s",
-            (backup_id, _count(event, "dump_bytes"), _count(event, "encrypted_bytes"), sha256,
-             event["encrypted_bytes"]),
+            (backup_id, _count(event, "dump_bytes"), encrypted, sha256, encrypted),
         )
     if kind == "failed":
         error = event.get("error")
         if not isinstance(error, str):
             raise EventError("error must be a string")
         return ("state = 'failed', finished_at = now(), exit_code = %s, error = %s",
-                (_count(event, "exit_code"), error[:MAX_ERROR]))
+                (_count(event, "exit_code", most=MAX_EXIT_CODE), _text(error)))
     raise EventError("type must be one of started, progress, succeeded, failed")
 
 
-def _count(event: dict, name: str) -> int:
+def _count(event: dict, name: str, *, most: int = MAX_COUNT) -> int:
     value = event.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise EventError(f"{name} must be a whole number")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+        raise EventError(f"{name} must be a whole number from 0 to {most}")
     return value
+
+
+def _text(value: str) -> str:
+    """A runner's error as stored: PostgreSQL text holds no NUL, and a page shows no control characters."""
+    return "".join(c if c.isprintable() else " " for c in value[:MAX_ERROR])
 
 
 def newest(conn: Connection, resource_id, *, limit: int, offset: int = 0) -> list[dict]:

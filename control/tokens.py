@@ -1,7 +1,9 @@
 """Tokens: generated at random, stored as SHA-256 hashes, compared in constant time.
 
-OAuth tokens from Heroku must be used again, so they are stored encrypted (Fernet) with a key
-derived from REMORA_SECRET_KEY instead.
+What must be used again (Heroku's OAuth tokens, alert webhook URLs, a Heroku resource's API
+token) is sealed instead: Fernet, with a key derived (HKDF) from REMORA_SECRET_KEY. Every key in
+REMORA_PREVIOUS_SECRET_KEYS still opens what it sealed, so the key can be rotated:
+``remora-control rotate-keys`` seals everything again with the current key.
 """
 
 from __future__ import annotations
@@ -10,29 +12,28 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 
-from cryptography.fernet import Fernet
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+
+class Unreadable(Exception):
+    """A sealed value that no configured key opens (a key was dropped before ``rotate-keys`` ran)."""
 
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def derived(secret_key: str, purpose: str, subject: str) -> str:
-    """A token that the same key, purpose and subject always give again (HMAC-SHA256)."""
-    mac = hmac.new(secret_key.encode(), f"{purpose}:{subject}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
-
-
 def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def matches(token: str, stored: bytes) -> bool:
-    """Whether ``token`` hashes to ``stored``, in constant time."""
-    return hmac.compare_digest(digest(token), bytes(stored))
+def matches(token: str, stored: bytes | None) -> bool:
+    """Whether ``token`` hashes to ``stored``, in constant time (a run not claimed yet has no token)."""
+    return stored is not None and hmac.compare_digest(digest(token), bytes(stored))
 
 
 def same(given: str, expected: str) -> bool:
@@ -48,9 +49,25 @@ def _fernet(secret_key: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(key))
 
 
-def encrypt(secret_key: str, value: str) -> bytes:
-    return _fernet(secret_key).encrypt(value.encode())
+def _keyring(config: Mapping) -> MultiFernet:
+    """The current key first (it seals), then the previous ones (they only open)."""
+    return MultiFernet([_fernet(key) for key in (config["SECRET_KEY"], *config.get("SECRET_KEY_FALLBACKS", ()))])
 
 
-def decrypt(secret_key: str, value: bytes) -> str:
-    return _fernet(secret_key).decrypt(bytes(value)).decode()
+def seal(config: Mapping, value: str) -> bytes:
+    return _keyring(config).encrypt(value.encode())
+
+
+def unseal(config: Mapping, value: bytes) -> str:
+    try:
+        return _keyring(config).decrypt(bytes(value)).decode()
+    except InvalidToken as e:
+        raise Unreadable("no configured key opens it (is REMORA_PREVIOUS_SECRET_KEYS missing a key?)") from e
+
+
+def reseal(config: Mapping, value: bytes) -> bytes:
+    """``value`` sealed again with the current key."""
+    try:
+        return _keyring(config).rotate(bytes(value))
+    except InvalidToken as e:
+        raise Unreadable("no configured key opens it (is REMORA_PREVIOUS_SECRET_KEYS missing a key?)") from e

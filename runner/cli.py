@@ -137,6 +137,8 @@ def _config(args, env: Mapping[str, str]) -> Config:
 
 def _backup(args, config: Config, env) -> int:
     with report.reporting(config) as reporter:
+        if reporter is not None and reporter.another_process_started:
+            return 0  # a second process of the same run (a dyno launched twice): the first one backs up
         manifest = backup.run(config, child_env(env), allow_write_credential=args.allow_write_credential)
         if reporter is not None:
             reporter.succeeded(manifest)

@@ -4,13 +4,19 @@ When REMORA_CONTROL_URL, REMORA_RUN_ID and REMORA_RUN_TOKEN are all set, ``backu
 ``started``, ``progress`` (bytes, as often as progress is logged), then ``succeeded`` or
 ``failed`` to ``{REMORA_CONTROL_URL}/api/v1/runs/{id}/events``. A report that cannot be
 delivered is a warning: it never fails the backup itself.
+
+The run token goes only to an https:// URL (http:// only to this machine), and never along a
+redirect. ``started`` names this process: if another process of the same run started it first
+(a dyno launched twice), the control plane answers 409 and this one stops without dumping.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
+import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -33,6 +39,17 @@ RETRY_AFTER = 1.0
 STOPPING_TIMEOUT = 1.5  # seconds: the report of a run stopped by a signal, inside its 4 s to exit
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a place to send the run token to."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx code
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+ANOTHER_PROCESS = 409  # the control plane's answer to the `started` of a second process of one run
+
+
 class Reporter:
     """Posts a run's events; ``send`` never raises."""
 
@@ -40,27 +57,42 @@ class Reporter:
         self._url = url
         self._token = token
         self._progress_failed = False
+        self._process = secrets.token_hex(16)  # tells this process from another launched for the same run
+        self.another_process_started = False
+
+    def start(self) -> None:
+        """Report ``started``; sets ``another_process_started`` if one did first (this one must not dump)."""
+        if self._post({"type": "started", "process": self._process}) == ANOTHER_PROCESS:
+            log.warning("another process of this run has started it: this one stops without dumping")
+            self.another_process_started = True
 
     def send(self, event: dict, *, attempts: int = ATTEMPTS, timeout: float = TIMEOUT) -> bool:
         """Deliver one event; a failure is logged as a warning. True if it was delivered."""
+        return self._post(event, attempts=attempts, timeout=timeout) is None
+
+    def _post(self, event: dict, *, attempts: int = ATTEMPTS, timeout: float = TIMEOUT) -> int | None:
+        """Deliver one event; None if it was, else the HTTP status that refused it (0: no answer)."""
         request = urllib.request.Request(
             self._url, data=json.dumps(event).encode(), method="POST",
             headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
         )
+        status = 0
         for attempt in range(1, attempts + 1):
             try:
-                with urllib.request.urlopen(request, timeout=timeout):
-                    return True
+                with _OPENER.open(request, timeout=timeout):
+                    return None
             except urllib.error.HTTPError as e:
-                problem = f"HTTP {e.code}"
+                status, problem = e.code, f"HTTP {e.code}" + (" (redirects are not followed)" if 300 <= e.code < 400
+                                                              else "")
                 if e.code < 500 and e.code != 429:
                     break  # refused: asking again gets the same answer
             except (OSError, ValueError, http.client.HTTPException) as e:
                 problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
             if attempt < attempts:
                 time.sleep(RETRY_AFTER)
-        log.warning("could not report to the control plane", report=event["type"], problem=problem)
-        return False
+        if status != ANOTHER_PROCESS:
+            log.warning("could not report to the control plane", report=event["type"], problem=problem)
+        return status
 
     def progress(self, done: int) -> None:
         """Report bytes done, until a report fails: a hung control plane must not slow the upload down."""
@@ -74,13 +106,19 @@ class Reporter:
 
 @contextlib.contextmanager
 def reporting(config: Config) -> Iterator[Reporter | None]:
-    """Report the block as a run: started, progress, failed (on an error, re-raised); None if not a run."""
+    """Report the block as a run: started, progress, failed (on an error, re-raised); None if not a run.
+
+    A block whose reporter says ``another_process_started`` must not dump: the run is another's.
+    """
     token = config.run_token.reveal() if config.run_token else None
     reporter = _reporter(config.control_url, config.run_id, token)
     if reporter is None:
         yield None
         return
-    reporter.send({"type": "started"})
+    reporter.start()
+    if reporter.another_process_started:
+        yield reporter
+        return
     try:
         with transfer.progress_listener(reporter.progress):
             yield reporter
@@ -114,4 +152,27 @@ def _reporter(control_url: str | None, run_id: str | None, token: str | None) ->
     if not all(given):
         log.warning(f"not reporting: {', '.join(_VARIABLES)} must all be set")
         return None
+    if not _may_carry_token(control_url):
+        log.warning("not reporting: REMORA_CONTROL_URL must be https:// (http:// only to localhost)")
+        return None
     return Reporter(f"{control_url.rstrip('/')}/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/events", token)
+
+
+def _may_carry_token(url: str) -> bool:
+    """https, or plain http to this machine's loopback: nowhere else may the run token travel in clear."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and _loopback(parts.hostname or "")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import subprocess
 import sys
 import threading
 import time
@@ -15,12 +16,13 @@ import uuid
 
 import psycopg
 import pytest
+import requests
 
 from control import create_app, db
 from control.launchers import GONE, Launcher, LaunchSpec
 from tests.helpers import REPO, base_env
 
-SECRET_KEY = "test-secret-" + secrets.token_hex(16)
+SECRET_KEY = secrets.token_urlsafe(32)
 
 
 class RecordingLauncher(Launcher):
@@ -50,13 +52,18 @@ def control_template(pg_cluster) -> str:
     return name
 
 
-@pytest.fixture
-def control_db(pg_cluster, control_template) -> str:
-    """A fresh, migrated control-plane database; returns its URL."""
+def migrated_database(pg_cluster, control_template: str) -> str:
+    """A new database copied from the migrated template; its URL."""
     name = "control_" + secrets.token_hex(4)
     with pg_cluster.connect() as conn:
         conn.execute(f'create database "{name}" template "{control_template}"')
     return pg_cluster.url(name)
+
+
+@pytest.fixture
+def control_db(pg_cluster, control_template) -> str:
+    """A fresh, migrated control-plane database; returns its URL."""
+    return migrated_database(pg_cluster, control_template)
 
 
 @pytest.fixture
@@ -66,8 +73,9 @@ def launcher() -> RecordingLauncher:
 
 @pytest.fixture
 def app(control_db, launcher):
+    """The app in development (its webhooks may be the tests' servers on loopback), launching with ``launcher``."""
     app = create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": launcher,
-                      "CONTROL_URL": "http://control.test"})
+                      "CONTROL_URL": "https://control.test", "ENV": "development"})
     yield app
     app.extensions["remora.pool"].close()
 
@@ -123,12 +131,38 @@ def control_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "control.cli", *args]
 
 
-def make_resource(app, **kwargs) -> tuple[dict, str]:
-    """A resource created straight in the app's database; returns it and its API token."""
-    from control import resources
+def start_web(env: dict[str, str], port: int, *, workers: int = 1) -> subprocess.Popen:
+    """``remora-control web`` (gunicorn) on ``port``, once it answers; its output is in ``stdout``."""
+    web = subprocess.Popen(control_argv("web", "--host", "127.0.0.1", "--workers", str(workers)),
+                           env={**env, "PORT": str(port)}, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert web.poll() is None, web.stdout.read()
+        try:
+            requests.get(f"http://127.0.0.1:{port}/api/v1/runs/00000000-0000-0000-0000-000000000000", timeout=5)
+            return web
+        except requests.ConnectionError:  # not listening yet (a worker still booting times out: waited for)
+            time.sleep(0.1)
+    web.kill()
+    raise AssertionError(f"remora-control web did not answer:\n{web.communicate()[0]}")
 
+
+def make_resource(app, *, app_name: str = "helper-app", **given) -> tuple[dict, str]:
+    """A resource created straight in the app's database, with these options; returns it and its API token."""
+    from control import options, resources
+
+    chosen = options.validate(given, policy=options.policy(app.config))
     with app.extensions["remora.pool"].connection() as conn:
-        return resources.create(conn, app=kwargs.pop("app_name", "helper-app"), **kwargs)
+        return resources.create(conn, app.config, chosen, app=app_name)
+
+
+def work(app, launcher: Launcher | None = None) -> int:
+    """What the worker does (in the clock process): launch every queued run, with ``launcher`` or the app's own."""
+    from control import launchers, worker
+
+    pool = app.extensions["remora.pool"]
+    return worker.launch_queued(pool, launcher or launchers.from_config(app.config, pool), app.config)
 
 
 def due_schedules(url: str, count: int) -> None:
@@ -141,4 +175,4 @@ def due_schedules(url: str, count: int) -> None:
 
 
 __all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "due_schedules", "make_resource",
-           "provision_body", "sso_form"]
+           "migrated_database", "provision_body", "sso_form", "start_web", "work"]

@@ -1,9 +1,12 @@
-"""A small HTTP server that records the JSON bodies POSTed to it (webhooks, runner reports)."""
+"""Small HTTP servers for webhooks and runner reports: one that records what is POSTed, one that drips."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -15,6 +18,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{server.server_port}"
         self.requests: list[dict] = []  # {"path", "headers", "body"}
         self.status = 200  # what it answers
+        self.headers: dict[str, str] = {}  # and with these (a Location, for a redirect)
 
     def bodies(self) -> list[dict]:
         return [r["body"] for r in self.requests]
@@ -29,6 +33,14 @@ def receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             record.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
             self.send_response(record.status)
+            for name, value in record.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self):  # where a followed redirect would land
+            record.requests.append({"path": self.path, "headers": dict(self.headers), "body": None})
+            self.send_response(record.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -39,3 +51,43 @@ def receiver() -> Iterator[Receiver]:
     record = Receiver(server)
     with serving(server):
         yield record
+
+
+class Drip:
+    """A server that takes a request, then answers one byte every ``every`` seconds, ``count`` bytes in all."""
+
+    def __init__(self, sock: socket.socket, *, every: float, count: int):
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+        self.every, self.count = every, count
+        self.connected = threading.Event()  # a request came
+        self.dropped = threading.Event()  # the client hung up before the answer was whole
+        self._sock = sock
+
+    def serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed: the block ended
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            self.connected.set()
+            try:
+                for byte in (b"HTTP/1.1 200 OK" + b" " * self.count)[:self.count]:  # never a whole line
+                    conn.sendall(bytes([byte]))
+                    time.sleep(self.every)
+            except OSError:
+                self.dropped.set()
+
+
+@contextlib.contextmanager
+def dripping(*, every: float = 0.5, count: int = 120) -> Iterator[Drip]:
+    """A server on a free loopback port whose answer drips far slower than any deadline; closed after the block."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        drip = Drip(sock, every=every, count=count)
+        threading.Thread(target=drip.serve, daemon=True).start()
+        yield drip
+        sock.shutdown(socket.SHUT_RDWR)

@@ -42,6 +42,9 @@ def test_a_tiny_benchmark_runs_every_row_and_writes_both_results_files(
     [clock] = [f for f in figures if f["row"] == "clock"]
     assert clock["name"].startswith("200 due schedules") and clock["failures"] == [], clock
     assert "duplicates 0, not dispatched 0" in clock["notes"]
+    [poisoned] = [f for f in figures if f["row"] == "poisoned"]
+    assert poisoned["name"].startswith("200 due schedules, 2 of them raising") and poisoned["failures"] == [], poisoned
+    assert "duplicates 0, not dispatched 0" in poisoned["notes"]
     [trigger] = [f for f in figures if f["row"] == "trigger"]
     assert "200 requests, 0 errors" in trigger["notes"] and trigger["failures"] == [], trigger
 

@@ -6,6 +6,8 @@ import datetime
 import subprocess
 import threading
 
+import pytest
+
 from control import clock, db, schedules
 from tests.controlplane import (REPO, RecordingLauncher, connect, control_argv, control_env, due_schedules,
                                make_resource)
@@ -57,10 +59,21 @@ def test_the_clock_command_launches_a_due_schedule(app, control_db):
     result = subprocess.run(control_argv("clock", "--once"), env=env, cwd=REPO, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "launched 1 scheduled runs" in result.stderr
+    assert "launched 1 runs" in result.stderr
     with connect(control_db) as conn:
         run = conn.execute("select * from runs").fetchone()
         following = conn.execute("select next_run_at from resources").fetchone()["next_run_at"]
     assert (run["trigger"], run["state"], run["resource_id"]) == ("schedule", "launched", resource["id"])
     assert run["handle"].isdigit()  # the local launcher's pid
     assert following > datetime.datetime.now(UTC) and following.astimezone(UTC).hour == 3
+
+
+
+def test_a_schedule_fires_no_closer_than_the_minimum_counting_across_midnight():
+    for allowed in ("0 * * * *", "30 2 * * *", "0 0 29 2 *", "0 23,0 * * *", "15 */2 * * 1-5", "0 0 L * *"):
+        schedules.check(allowed, "Europe/Paris")
+    for refused, gap in (("*/30 * * * *", "30 minutes"), ("0,59 * * * *", "1 minute"), ("5,55 0 * * *", "50 minutes")):
+        with pytest.raises(schedules.ScheduleError, match=f"fires {gap} apart"):
+            schedules.check(refused, "UTC")
+    with pytest.raises(schedules.ScheduleError, match="fires 60 minutes apart"):  # 23:00, then 00:00
+        schedules.check("0 0,23 * * *", "UTC", min_interval=datetime.timedelta(hours=2))

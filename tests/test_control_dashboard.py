@@ -15,7 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from control import create_app
-from tests.controlplane import SECRET_KEY, SSO_SALT, connect, make_resource
+from tests.controlplane import SECRET_KEY, SSO_SALT, connect, make_resource, work
 from tests.servers.util import require_tool
 from tests.servers.util import serving as serving_server  # this module's serving() serves an app
 from tests.test_control_heroku import sso_form
@@ -70,6 +70,7 @@ def test_log_in_through_sso_click_back_up_now_and_see_the_run(browser, control_d
         [row] = browser.find_elements(By.CSS_SELECTOR, "#runs tr[data-run-id]")
         state = row.find_element(By.CLASS_NAME, "state").text
         run_id = row.get_attribute("data-run-id")
+        work(app, launcher)
         reported = requests.post(
             f"{base}/api/v1/runs/{run_id}/events", timeout=5,
             headers={"Authorization": f"Bearer {launcher.specs[0].run_token}"},
@@ -82,5 +83,5 @@ def test_log_in_through_sso_click_back_up_now_and_see_the_run(browser, control_d
     app.extensions["remora.pool"].close()
     with connect(control_db) as conn:
         run = conn.execute("select id::text as id, state, trigger from runs").fetchone()
-    assert run == {"id": run_id, "state": "succeeded", "trigger": "dashboard"} and state == "launched"
+    assert run == {"id": run_id, "state": "succeeded", "trigger": "dashboard"} and state == "queued"
     assert [spec.run_id for spec in launcher.specs] == [run_id]

@@ -1,4 +1,4 @@
-"""End to end: remora-control with the local launcher makes a real backup on an HTTP trigger."""
+"""End to end: remora-control (web and clock) with the local launcher makes a real backup on an HTTP trigger."""
 
 from __future__ import annotations
 
@@ -8,27 +8,12 @@ import time
 
 import requests
 
-from tests.controlplane import REPO, control_argv, control_env
+from tests.controlplane import REPO, control_argv, control_env, start_web
 from tests.helpers import ok
 from tests.servers.seaweed import PREFIX
 from tests.servers.util import free_port
 
 WAIT = 90  # seconds for the whole backup
-
-
-def _start_web(env: dict[str, str], port: int) -> subprocess.Popen:
-    web = subprocess.Popen(control_argv("web", "--host", "127.0.0.1", "--workers", "1"), env=env, cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert web.poll() is None, web.stdout.read()
-        try:
-            requests.get(f"http://127.0.0.1:{port}/api/v1/runs/00000000-0000-0000-0000-000000000000", timeout=1)
-            return web
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    web.kill()
-    raise AssertionError(f"remora-control web did not answer:\n{web.communicate()[0]}")
 
 
 def _wait_for_end(url: str, headers: dict) -> dict:
@@ -53,17 +38,20 @@ def test_trigger_over_http_makes_a_real_backup(pg_cluster, database_env, gpg_env
     web_env = {**env, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_env["REMORA_GPG_PUBLIC_KEYS"],
                **s3_target_env, "PORT": str(port), "REMORA_LAUNCHER": "local",
                "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}"}
-    web = _start_web(web_env, port)
+    web = start_web(web_env, port)
+    clock = subprocess.Popen(control_argv("clock"), env=web_env, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
     try:
         backups = f"http://127.0.0.1:{port}/api/v1/resources/{resource['id']}/backups"
         headers = {"Authorization": f"Bearer {resource['api_token']}"}
         answer = requests.post(backups, headers=headers, timeout=10)
         assert answer.status_code == 202, answer.text
-        assert answer.json()["run"]["state"] in ("launched", "running")
+        assert answer.json()["run"]["state"] == "queued"  # the clock launches it
         run = _wait_for_end(backups, headers)
     finally:
         web.terminate()
-        log = web.communicate(timeout=30)[0]
+        clock.terminate()
+        log = web.communicate(timeout=30)[0] + clock.communicate(timeout=30)[0]
     assert run["state"] == "succeeded", log
     assert run["id"] == answer.json()["run"]["id"]
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix=PREFIX)["Contents"]]

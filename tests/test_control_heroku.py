@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from control import tokens
-from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, connect, provision_body, sso_form
+from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, connect, provision_body, sso_form, work
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
 
@@ -26,7 +26,7 @@ def test_provisioning_exchanges_the_grant_and_stores_tokens_encrypted(heroku_app
     assert "grant_type=authorization_code" in exchange["body"] and f"client_secret={CLIENT_SECRET}" in exchange["body"]
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         row = conn.execute("select * from resources").fetchone()
-    access = tokens.decrypt(SECRET_KEY, row["oauth_access_token"])
+    access = tokens.unseal(heroku_app.config, row["oauth_access_token"])
     assert access in heroku.access_tokens and access.encode() not in bytes(row["oauth_access_token"])
     assert (row["plan"], row["schedule"], row["app"]) == ("basic", "0 3 * * *", None)
     listed = client.get(config["REMORA_API_URL"].removeprefix("https://control.test") + "/backups",
@@ -52,7 +52,7 @@ def test_a_bad_grant_or_bad_options_provision_nothing(heroku_app, heroku):
     body = provision_body(heroku)
     body["oauth_grant"]["code"] = "not-a-grant"
     refused = client.post("/heroku/resources", json=body, headers=BASIC)
-    assert refused.status_code == 503 and "authorization_code grant (HTTP 401)" in refused.json["error"]
+    assert refused.status_code == 422 and "authorization_code grant (HTTP 401)" in refused.json["error"]
     bad = client.post("/heroku/resources", json=provision_body(heroku, schedule="every day"), headers=BASIC)
     assert bad.status_code == 422 and "'every day' is not a cron expression" in bad.json["error"]
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
@@ -84,7 +84,8 @@ def test_a_provisioned_resource_launches_on_its_own_app(heroku_app, heroku):
     heroku.add_addon(answer["id"], "customer-helper")
     run = client.post(f"/api/v1/resources/{answer['id']}/backups",
                       headers={"Authorization": f"Bearer {answer['config']['REMORA_API_TOKEN']}"})
-    assert run.status_code == 202 and run.json["run"]["state"] == "launched", run.json
+    assert run.status_code == 202 and run.json["run"]["state"] == "queued", run.json
+    assert work(heroku_app) == 1
     [dyno] = heroku.dynos.values()
     assert dyno["app"]["name"] == "customer-helper" and heroku.problems == []
 
@@ -110,3 +111,46 @@ def test_sso_refuses_stale_or_wrong_tokens(heroku_app, heroku, form):
     resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
     assert client.post("/heroku/sso", data=form(resource_id)).status_code == 403
     assert client.get("/dashboard").status_code == 401
+
+
+def test_an_sso_form_opens_one_session_only(heroku_app, heroku):
+    client = heroku_app.test_client()
+    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+    form = sso_form(resource_id)
+    assert client.post("/heroku/sso", data=form).status_code == 303
+    replayed = heroku_app.test_client()
+    assert replayed.post("/heroku/sso", data=form).status_code == 403
+    assert replayed.get("/dashboard").status_code == 401
+
+
+def test_the_dashboard_cannot_be_framed_and_its_cookie_is_secure_and_short_lived(heroku_app, heroku, monkeypatch):
+    client = heroku_app.test_client()
+    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+    login = client.post("/heroku/sso", data=sso_form(resource_id))
+    cookie = login.headers["Set-Cookie"]
+    assert all(flag in cookie for flag in ("Secure", "HttpOnly", "SameSite=Lax")), cookie
+    page = client.get("/dashboard")
+    assert page.status_code == 200
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Strict-Transport-Security"].startswith("max-age=")
+    # the same session signed an hour and a minute ago is refused
+    signer = heroku_app.session_interface.get_signing_serializer(heroku_app)
+    session = {"resource_id": resource_id, "csrf": "c"}
+    monkeypatch.setattr(time, "time", lambda: REAL_TIME() - 3660)
+    stale = signer.dumps(session)
+    monkeypatch.setattr(time, "time", REAL_TIME)
+    fresh = signer.dumps(session)
+    for value, status in ((stale, 401), (fresh, 200)):
+        browser = heroku_app.test_client()
+        browser.set_cookie("session", value)
+        assert browser.get("/dashboard").status_code == status
+
+
+REAL_TIME = time.time
+
+
+def test_a_timestamp_that_is_a_digit_but_no_number_is_refused(heroku_app, heroku):
+    client = heroku_app.test_client()
+    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+    assert client.post("/heroku/sso", data={**sso_form(resource_id), "timestamp": "²"}).status_code == 403

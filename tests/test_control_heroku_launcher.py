@@ -9,10 +9,10 @@ import pytest
 import requests
 
 from control import oauth
-from control.launchers import GONE, RUNNING, LaunchError, LaunchSpec
+from control.launchers import GONE, RUNNING, LaunchError, LaunchSpec, LaunchUnconfirmed
 from control.launchers.heroku import HerokuLauncher
 from control.oauth import HerokuAccess
-from tests.controlplane import CLIENT_SECRET, connect, make_resource
+from tests.controlplane import CLIENT_SECRET, connect, make_resource, work
 
 
 def _authorized_resource(app, heroku, **kwargs) -> tuple[dict, str]:
@@ -38,7 +38,9 @@ def test_a_triggered_run_starts_a_detached_one_off_dyno(heroku_app, heroku):
     resource, api_token = _authorized_resource(heroku_app, heroku)
     answer = heroku_app.test_client().post(f"/api/v1/resources/{resource['id']}/backups",
                                            headers={"Authorization": f"Bearer {api_token}"})
-    assert answer.status_code == 202 and answer.json["run"]["state"] == "launched", answer.json
+    assert answer.status_code == 202 and answer.json["run"]["state"] == "queued", answer.json
+    assert heroku.platform_requests() == []  # nothing is launched on the request's path
+    assert work(heroku_app) == 1
     [create] = heroku.platform_requests()
     assert create["path"] == "/apps/helper-app/dynos"
     assert create["headers"]["Accept"] == "application/vnd.heroku+json; version=3"
@@ -62,19 +64,28 @@ def test_the_standin_rejects_what_the_schema_forbids(heroku):
     assert heroku.problems == ["(body): Additional properties are not allowed ('time_to_life' was unexpected)"]
 
 
-def test_rate_limits_conflicts_and_server_errors_are_retried(heroku_app, heroku):
+def test_rate_limits_and_conflicts_are_retried_where_heroku_cannot_have_acted(heroku_app, heroku):
     resource, _ = _authorized_resource(heroku_app, heroku)
-    heroku.answer_first((429, {"RateLimit-Remaining": "0"}), (409, {}), (503, {}))
+    heroku.answer_first((429, {"RateLimit-Remaining": "0"}), (409, {}))
     handle = _launcher(heroku_app, heroku).launch(_spec(resource))
     assert handle in heroku.dynos
-    assert len(heroku.platform_requests()) == 4 and heroku.problems == []
+    assert len(heroku.platform_requests()) == 3 and heroku.problems == []
+
+
+def test_a_server_error_on_a_dyno_create_is_not_retried_but_unconfirmed(heroku_app, heroku):
+    resource, _ = _authorized_resource(heroku_app, heroku)
+    heroku.answer_first((503, {}))
+    with pytest.raises(LaunchUnconfirmed, match=r"HTTP 503 scripted: scripted 503: the dyno may have started"):
+        _launcher(heroku_app, heroku).launch(_spec(resource))
+    assert len(heroku.platform_requests()) == 1
 
 
 def test_the_launcher_gives_up_with_a_clear_error(heroku_app, heroku):
     resource, _ = _authorized_resource(heroku_app, heroku)
-    heroku.answer_first(*[(503, {})] * 5)
-    with pytest.raises(LaunchError, match=r"HTTP 503 scripted: scripted 503 \(gave up after 5 attempts\)"):
+    heroku.answer_first(*[(429, {})] * 5)
+    with pytest.raises(LaunchError, match=r"HTTP 429 scripted: scripted 429 \(gave up after 5 attempts\)") as raised:
         _launcher(heroku_app, heroku).launch(_spec(resource))
+    assert not isinstance(raised.value, LaunchUnconfirmed)  # a 429 is Heroku saying it did nothing
     heroku.answer_first((403, {}))
     with pytest.raises(LaunchError, match="refused POST /apps/helper-app/dynos: HTTP 403"):
         _launcher(heroku_app, heroku).launch(_spec(resource))

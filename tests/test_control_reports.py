@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from runner import report, transfer
 from tests.helpers import ok, remora, target_folder
 from tests.receiver import receiver
@@ -72,3 +74,19 @@ def test_progress_is_reported_as_logged_until_a_report_fails(monkeypatch):
         reporter.progress(3000)
         assert reporter.send({"type": "failed", "exit_code": 6, "error": "x"}) is False  # the end is still tried
     assert [body.get("bytes") for body in control.bodies()] == [1000, 2000, 2000, None, None]
+
+
+@pytest.mark.parametrize("status", [302, 307])
+def test_a_report_follows_no_redirect_with_the_token(monkeypatch, status):
+    monkeypatch.setattr(report, "RETRY_AFTER", 0.0)
+    with receiver() as elsewhere, receiver() as control:
+        control.status, control.headers = status, {"Location": elsewhere.url + "/collect"}
+        assert report.Reporter(control.url + "/events", RUN_TOKEN).send({"type": "started"}) is False
+    assert len(control.requests) == 1 and elsewhere.requests == []
+
+
+def test_the_run_token_goes_only_over_https_or_to_this_machine():
+    assert report._reporter("http://control.example", RUN_ID, RUN_TOKEN) is None
+    assert report._reporter("http://10.0.0.1:5000", RUN_ID, RUN_TOKEN) is None
+    for url in ("https://control.example", "http://127.0.0.1:5000", "http://localhost:5000", "http://[::1]:5000"):
+        assert report._reporter(url, RUN_ID, RUN_TOKEN) is not None, url

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import tomllib
@@ -175,7 +176,7 @@ def relations(url: str) -> set[str]:
 
 def test_release_migrates_the_control_plane(pg_cluster):
     url = pg_cluster.url(pg_cluster.create_database(sample=False))
-    result = release({"REMORA_SECRET_KEY": "release-test-" + "k" * 32, "DATABASE_URL": url})
+    result = release({"REMORA_SECRET_KEY": secrets.token_urlsafe(32), "DATABASE_URL": url})
     assert result.returncode == 0, result.stderr
     with connect(url) as conn:
         done = [row["version"] for row in conn.execute("select version from schema_migrations order by version")]

@@ -24,9 +24,10 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from control import create_app
+from control import create_app, settings
 from tests import guide
-from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, SSO_SALT, provision_body
+from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SSO_SALT, control_argv, control_env,
+                               provision_body)
 from tests.helpers import REPO
 from tests.procs import with_marker
 from tests.servers.gpg import stop_agent
@@ -120,17 +121,22 @@ def _no_deploy(shell, form):
 
 @pytest.fixture
 def control_plane(control_db, heroku):
-    """The add-on: the control plane served on a free port, launching dynos through the Platform API stand-in."""
+    """The add-on: the control plane served on a free port, and its clock launching dynos through the stand-in."""
     port = free_port()
-    app = create_app({
-        "SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": "heroku",
-        "CONTROL_URL": f"http://127.0.0.1:{port}", "HEROKU_API_URL": heroku.api_url, "HEROKU_ID_URL": heroku.id_url,
-        "HEROKU_ADDON_ID": ADDON_ID, "HEROKU_ADDON_PASSWORD": ADDON_PASSWORD, "HEROKU_SSO_SALT": SSO_SALT,
-        "HEROKU_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
-    })
-    with serving(make_server("127.0.0.1", port, app, threaded=True)):
-        yield f"http://127.0.0.1:{port}"
-    app.extensions["remora.pool"].close()
+    env = {**control_env(control_db), "REMORA_LAUNCHER": "heroku", "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}",
+           "HEROKU_API_URL": heroku.api_url, "HEROKU_ID_URL": heroku.id_url, "HEROKU_ADDON_ID": ADDON_ID,
+           "HEROKU_ADDON_PASSWORD": ADDON_PASSWORD, "HEROKU_SSO_SALT": SSO_SALT,
+           "HEROKU_OAUTH_CLIENT_SECRET": CLIENT_SECRET}
+    app = create_app(settings.from_env(env))
+    clock = subprocess.Popen(control_argv("clock"), env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        with serving(make_server("127.0.0.1", port, app, threaded=True)):
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        clock.terminate()
+        clock.wait(timeout=30)
+        app.extensions["remora.pool"].close()
 
 
 def test_on_heroku(workdir, sshd_server, heroku, control_plane):

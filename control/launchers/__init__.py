@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from control.launchers.base import GONE, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchSpec
+from control.launchers.base import GONE, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchSpec, LaunchUnconfirmed
 
-__all__ = ["GONE", "RUNNING", "UNKNOWN", "Launcher", "LaunchError", "LaunchSpec", "from_config"]
+__all__ = ["GONE", "RUNNING", "UNKNOWN", "Launcher", "LaunchError", "LaunchSpec", "LaunchUnconfirmed", "from_config"]
 
 
 def from_config(config, pool) -> Launcher:

@@ -2,7 +2,8 @@
 
 A launcher never touches the control plane's database: the caller records what it returns.
 ``launch`` raises LaunchError for every failure it understands (the run is then marked failed
-with its message); anything else is a bug.
+with its message), and LaunchUnconfirmed when the process may have started although no answer
+said so (the run then waits for its process to report); anything else is a bug.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ RUN_COMMAND = "bin/remora-backup backup"
 
 class LaunchError(Exception):
     """The process could not be started; the message says why, without any secret."""
+
+
+class LaunchUnconfirmed(LaunchError):
+    """The request to start the process may have been acted on, but its answer was lost or unreadable."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 
 from control.launchers.base import GONE, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchSpec
@@ -20,6 +21,7 @@ class LocalLauncher(Launcher):
     def __init__(self, env: Mapping[str, str]):
         self._env = {k: v for k, v in env.items() if k not in SECRET_VARIABLES}
         self._children: dict[str, subprocess.Popen] = {}
+        self._lock = threading.Lock()  # the worker launches from several threads
 
     def launch(self, spec: LaunchSpec) -> str:
         self._reap()
@@ -28,21 +30,24 @@ class LocalLauncher(Launcher):
                 [sys.executable, "-m", "runner.cli", "backup"],
                 env={**self._env, **spec.env()},
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a run outlives a restarted web worker, like a dyno
+                start_new_session=True,  # a run outlives a restarted clock, like a dyno
             )
         except OSError as e:
             raise LaunchError(f"could not start the runner: {e.strerror}") from e
-        self._children[str(child.pid)] = child
+        with self._lock:
+            self._children[str(child.pid)] = child
         return str(child.pid)
 
     def state(self, *, resource_id: str, app: str | None, handle: str) -> str:
-        child = self._children.get(handle)
+        with self._lock:
+            child = self._children.get(handle)
         if child is None:
             return UNKNOWN  # started by another process
         return RUNNING if child.poll() is None else GONE
 
     def _reap(self) -> None:
         """Collect children that have ended, so that none stays a zombie."""
-        for handle, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[handle]
+        with self._lock:
+            for handle, child in list(self._children.items()):
+                if child.poll() is not None:
+                    del self._children[handle]

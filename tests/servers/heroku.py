@@ -7,7 +7,9 @@ target schema before they are sent. Validation failures are answered with 422 an
 ``problems``, which tests assert to be empty.
 
 Fixture: ``heroku`` (function) a running stand-in: ``api_url``, ``id_url``, ``grant(...)``,
-``add_addon(...)``, ``answer_first(...)``, ``requests``, ``problems``, ``dynos``.
+``add_addon(...)``, ``answer_first(...)``, ``requests``, ``problems``, ``dynos``, and two ways to
+misbehave on a dyno create: ``held`` (answer only once it is set) and ``lose_answers`` (create
+the dyno, then close the connection without answering).
 """
 
 from __future__ import annotations
@@ -114,6 +116,10 @@ class HerokuStandIn:
         self.refresh_tokens: dict[str, str] = {}  # refresh token → client secret it needs
         self.expires_in = 28800
         self.on_dyno: Callable[[dict, dict], None] | None = None  # starts a created dyno, given it and the request
+        self.held = threading.Event()  # dyno creates wait until it is set
+        self.held.set()
+        self.holding = threading.Event()  # set while a dyno create waits
+        self.lose_answers = 0  # dyno creates whose answer is lost (the dyno is created all the same)
         self._scripted: list[tuple[int, dict]] = []
         self.lock = threading.Lock()
 
@@ -189,7 +195,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.standin.requests.append(record)
         if path == "/oauth/token":
             return self._send(*_id_service(self.standin, urllib.parse.parse_qs(raw.decode())))
-        return self._send(*_platform(self.standin, self.command, path, self.headers, raw))
+        try:
+            return self._send(*_platform(self.standin, self.command, path, self.headers, raw))
+        except _AnswerLost:
+            self.close_connection = True  # no answer at all: the client sees the connection close
 
     def _send(self, status: int, body, headers: dict | None = None):
         data = json.dumps(body).encode()
@@ -237,10 +246,22 @@ def _platform(standin: HerokuStandIn, method: str, path: str, headers, raw: byte
     return status, answer, {"RateLimit-Remaining": "4500"}
 
 
+class _AnswerLost(Exception):
+    """The dyno was created; its answer is to be lost."""
+
+
 def _serve_link(standin: HerokuStandIn, method: str, path: str, body) -> tuple[int, dict]:
     parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
     if method == "POST" and parts[0] == "apps" and parts[2:] == ["dynos"]:
-        return 201, standin.new_dyno(parts[1], body)
+        standin.holding.set()
+        standin.held.wait(timeout=60)
+        standin.holding.clear()
+        dyno = standin.new_dyno(parts[1], body)
+        with standin.lock:
+            lose, standin.lose_answers = standin.lose_answers > 0, max(0, standin.lose_answers - 1)
+        if lose:
+            raise _AnswerLost
+        return 201, dyno
     if method == "GET" and parts[0] == "apps" and parts[2] == "dynos" and len(parts) == 4:
         dyno = standin.dynos.get(parts[3])
         if dyno is None or parts[1] not in dyno["app"].values():

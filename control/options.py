@@ -1,0 +1,53 @@
+"""A resource's options as its owner sets them: schedule, time zone and alert webhook, checked in one place.
+
+Provisioning, ``remora-control resource create`` and any later change of settings go through
+``validate`` before anything else happens (before Heroku's OAuth grant is exchanged, before a row
+is written), so that no value the clock or the webhook sender would choke on is ever stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+
+from control import schedules, settings, webhooks
+
+DEFAULT_TIMEZONE = "UTC"
+KNOWN = ("schedule", "timezone", "alert_webhook")
+
+
+class OptionError(ValueError):
+    """An option that cannot be used; the message names it and says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    schedule: str | None
+    timezone: str
+    alert_webhook: str | None = dataclasses.field(repr=False)  # it often carries a secret
+
+
+def validate(given: Mapping, *, policy: webhooks.Policy, default_schedule: str | None = None,
+             min_interval: datetime.timedelta = schedules.MIN_INTERVAL) -> Options:
+    """The options in ``given`` (absent ones take their defaults), or OptionError for the first bad one."""
+    if not isinstance(given, Mapping):
+        raise OptionError("options must be an object")
+    unknown = sorted(str(key) for key in given if key not in KNOWN)
+    if unknown:
+        raise OptionError(f"unknown option {', '.join(unknown)[:100]} (known: {', '.join(KNOWN)})")
+    schedule = given.get("schedule", default_schedule)
+    timezone = given.get("timezone", DEFAULT_TIMEZONE)
+    webhook = given.get("alert_webhook")
+    try:
+        schedules.check(schedule, timezone, min_interval=min_interval)
+        if webhook is not None:
+            policy.validate(webhook)
+    except (schedules.ScheduleError, webhooks.WebhookError) as e:
+        raise OptionError(str(e)) from e
+    return Options(schedule=schedule, timezone=timezone, alert_webhook=webhook)
+
+
+def policy(config: Mapping) -> webhooks.Policy:
+    """Where this control plane lets webhooks go (development also allows http:// and loopback)."""
+    return webhooks.Policy(development=settings.development(config))
