@@ -120,3 +120,20 @@ def test_backups_are_listed_newest_first_in_pages(client, app, control_db):
     assert [r["id"] for r in first["runs"]] == ids[::-1][:2] and first["next_page"] == 2
     assert [r["id"] for r in last["runs"]] == ids[:1] and last["next_page"] is None
     assert client.get(url + "?per_page=0", headers=_auth(token)).status_code == 400
+
+
+def test_a_backup_is_looked_up_by_its_id_for_the_runner(client, app, launcher):
+    resource, token = make_resource(app)
+    _, other_token = make_resource(app)
+    run = _trigger(client, resource, token)
+    backup = {"id": "20261127T214800Z-3f9a2c", "dump_bytes": 10, "encrypted_bytes": 20, "sha256": SHA}
+    client.post(f"/api/v1/runs/{run['id']}/events", headers=_auth(launcher.specs[0].run_token),
+                json={"type": "succeeded", "backup_id": backup["id"], **{k: v for k, v in backup.items() if k != "id"}})
+    url = f"/api/v1/resources/{resource['id']}/backups"
+    found = client.get(f"{url}/{backup['id']}", headers=_auth(token))
+    assert found.status_code == 200 and found.json["run"]["id"] == run["id"] and found.json["run"]["backup"] == backup
+    missing = client.get(f"{url}/20261127T214800Z-000000", headers=_auth(token))
+    assert missing.status_code == 404 and "no run of this resource reported" in missing.json["error"]
+    assert client.get(f"{url}/{backup['id']}", headers=_auth(other_token)).status_code == 404  # not theirs
+    assert client.get(f"{url}/{backup['id']}").status_code == 401
+    assert client.get(f"{url}/not%20an%20id", headers=_auth(token)).status_code == 400
