@@ -19,6 +19,7 @@ from bench.servers import Servers
 from control import db
 from runner import postgres
 from tests.helpers import PG_BIN, base_env, libpq_env
+from tests.servers.gpg import signing_env
 from tests.servers.seaweed import s3_env
 from tests.servers.sshd import sftp_env
 
@@ -150,9 +151,9 @@ class Bench:
                 client.delete_object(Bucket=self._bucket, Key=item["Key"])
 
     def backup(self, database: str, target_env: dict[str, str]) -> RunnerRun:
-        """``remora-backup backup`` of ``database`` into the target ``target_env`` names."""
+        """``remora-backup backup`` of ``database`` into the target ``target_env`` names, signed."""
         env = {**target_env, "REMORA_DATABASE_URL": self.reader_url(database),
-               "REMORA_GPG_PUBLIC_KEYS": self.servers.key.public}
+               "REMORA_GPG_PUBLIC_KEYS": self.servers.key.public, **signing_env(self.servers.signer)}
         return runner("backup", env=env, timeout=self.timeout(max(self.settings.sizes)))
 
     @functools.cached_property

@@ -19,6 +19,7 @@ class Servers:
     s3: S3Server
     sshd: SSHServer
     key: GpgKey  # the customer's key pair, in its own GNUPGHOME
+    signer: GpgKey  # the helper app's signing key: every runner backup is signed, as on Heroku
 
 
 @contextlib.contextmanager
@@ -30,4 +31,6 @@ def started(cache: Path, work: Path) -> Iterator[Servers]:
         sshd = stack.enter_context(running_sshd(work / "sshd"))
         key = make_key(work / "gnupg", "Bench DBA <dba@example.com>")
         stack.callback(stop_agent, key.home)
-        yield Servers(cluster=cluster, s3=s3, sshd=sshd, key=key)
+        signer = make_key(work / "signer", "Bench signer <signer@example.com>", algo="ed25519", usage="sign")
+        stack.callback(stop_agent, signer.home)
+        yield Servers(cluster=cluster, s3=s3, sshd=sshd, key=key, signer=signer)

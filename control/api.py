@@ -1,8 +1,9 @@
-"""The v1 API: trigger and list a resource's backups (API token), and the runner's events (run token)."""
+"""The v1 API: trigger, list and look up a resource's backups (API token), and the runner's events (run token)."""
 
 from __future__ import annotations
 
 import datetime
+import re
 
 from flask import Blueprint, abort, current_app, jsonify, request
 from werkzeug.exceptions import TooManyRequests
@@ -89,6 +90,22 @@ def list_backups(resource_id):
         per_page=per_page,
         next_page=number + 1 if len(found) > per_page and number < MAX_PAGE else None,
     )
+
+
+@bp.get("/resources/<uuid:resource_id>/backups/<backup_id>")
+def show_backup(resource_id, backup_id):
+    """The run that reported backup ``backup_id``: the runner asks it as a witness before a restore."""
+    authorized_resource(resource_id)
+    if not re.fullmatch(r"[0-9A-Za-z-]{1,64}", backup_id):
+        abort(400, "not a backup id")
+    with db.pool().connection() as conn:
+        run = conn.execute(
+            "select * from runs where resource_id = %s and backup_id = %s and state = 'succeeded'"
+            " order by finished_at desc limit 1", (resource_id, backup_id),
+        ).fetchone()
+    if run is None:
+        abort(404, f"no run of this resource reported backup {backup_id}")
+    return jsonify(run=runs.public(run))
 
 
 @bp.get("/runs/<uuid:run_id>")

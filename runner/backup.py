@@ -1,9 +1,11 @@
-"""``remora-backup backup``: pg_dump → gpg → target, then the manifest, last.
+"""``remora-backup backup``: pg_dump → gpg → target, then the signed manifest, last.
 
-    pg_dump ──pipe──▶ Pump (splice, counts) ──pipe──▶ gpg --encrypt ──pipe──▶ runner ──parts──▶ target
+    pg_dump ──pipe──▶ Pump (splice, counts) ──pipe──▶ gpg --sign --encrypt ──pipe──▶ runner ──parts──▶ target
 
 The plaintext only ever crosses kernel pipes. The archive is completed in the target only
 after pg_dump and gpg have both exited 0; the manifest that makes it a backup comes after that.
+With a signing key (REMORA_GPG_SIGNING_KEY), gpg signs the archive in the same pass, and the
+manifest, which holds the archive's SHA-256, is signed too (see runner.signing).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import __version__, catalog, crypto, postgres, privileges, processes
+from runner import __version__, catalog, crypto, postgres, privileges, processes, signing
 from runner.config import Config
 from runner.errors import DumpError
 from runner.manifest import Manifest
@@ -34,20 +36,25 @@ def run(config: Config, env: Mapping[str, str], *, allow_write_credential: bool 
     """Back the database up and return the manifest written for it."""
     plan = _preflight(config, env, allow_write_credential=allow_write_credential)
     label = config.storage_label
+    passphrase = config.gpg_signing_passphrase.reveal() if config.gpg_signing_passphrase else None
     with crypto.Keyring(env) as keyring:
         recipients = [r.fingerprint for r in keyring.import_public(config.gpg_public_keys)]
-        with open_target(config) as target:
+        signer = _signer(keyring, config, passphrase=passphrase)
+        with open_target(config) as target, crypto.passphrase_pipe(passphrase if signer else None) as fd:
             started = datetime.datetime.now(datetime.timezone.utc)
             backup_id = catalog.new_id(started)
             log.info("backup started", id=backup_id, label=label, database=plan.server.dbname,
-                     target=config.target_url)
+                     target=config.target_url, signer=signer or "none")
+            notations = {signing.NOTATION_ID: backup_id, signing.NOTATION_LABEL: label}
             stored = _store(
                 target,
                 catalog.archive_key(label, backup_id),
                 dump_argv=postgres.dump_argv(plan.pg_dump, compression=plan.compression),
                 dump_env=postgres.libpq_env(plan.params, env),
-                encrypt_argv=crypto.encrypt_argv(keyring.home, recipients),
+                encrypt_argv=crypto.encrypt_argv(keyring.home, recipients, signer=signer, passphrase_fd=fd,
+                                                 notations=notations),
                 encrypt_env=env,
+                encrypt_fds=() if fd is None else (fd,),
             )
             manifest = Manifest(
                 id=backup_id,
@@ -65,7 +72,11 @@ def run(config: Config, env: Mapping[str, str], *, allow_write_credential: bool 
                 finished_at=_iso(datetime.datetime.now(datetime.timezone.utc)),
                 runner_version=__version__,
                 credential=plan.credential,
+                signer=signer,
             )
+            if signer is not None:
+                signature = signing.sign(keyring, signer, manifest.signed_bytes(), passphrase=passphrase)
+                manifest = dataclasses.replace(manifest, signature=signature)
             _commit(target, manifest)
     log.info(
         "backup complete",
@@ -100,6 +111,15 @@ def _preflight(config: Config, env: Mapping[str, str], *, allow_write_credential
     return _Plan(params, server, credential, pg_dump, dump_major, compression)
 
 
+def _signer(keyring: crypto.Keyring, config: Config, *, passphrase: str | None) -> str | None:
+    """The signing key's fingerprint, once it has signed a probe (its passphrase works); None without one."""
+    if config.gpg_signing_key is None:
+        log.warning("REMORA_GPG_SIGNING_KEY is not set: this backup is not signed, and restore will refuse it "
+                    "without --allow-unsigned", hint="set a signing key: see remora-backup check")
+        return None
+    return signing.load_signer(keyring, config.gpg_signing_key.reveal(), passphrase=passphrase).fingerprint
+
+
 def _commit(target: Target, manifest: Manifest) -> None:
     """Write the manifest; if that fails, take the archive away too rather than leave it half-made."""
     try:
@@ -119,7 +139,7 @@ class _Stored:
     sha256: str
 
 
-def _store(target: Target, key: str, *, dump_argv, dump_env, encrypt_argv, encrypt_env) -> _Stored:
+def _store(target: Target, key: str, *, dump_argv, dump_env, encrypt_argv, encrypt_env, encrypt_fds=()) -> _Stored:
     """Stream pg_dump through gpg into ``key``; complete it only if every stage succeeded."""
     upload = target.begin(key)
     try:
@@ -128,7 +148,8 @@ def _store(target: Target, key: str, *, dump_argv, dump_env, encrypt_argv, encry
             pump_out, gpg_in = processes.pipe()
             dump = group.start("pg_dump", dump_argv, env=dump_env, stdout=pump_in)
             os.close(pump_in)
-            gpg = group.start("gpg", encrypt_argv, env=encrypt_env, stdin=pump_out, stdout=subprocess.PIPE)
+            gpg = group.start("gpg", encrypt_argv, env=encrypt_env, stdin=pump_out, stdout=subprocess.PIPE,
+                              pass_fds=encrypt_fds)
             os.close(pump_out)
             processes.widen(gpg.popen.stdout.fileno())
             pump = Pump(dump_out, gpg_in)
@@ -146,7 +167,7 @@ def _store(target: Target, key: str, *, dump_argv, dump_env, encrypt_argv, encry
 def _check(dump: Child, gpg: Child, pump: Pump) -> None:
     """Report the real first failure: a dead gpg makes pg_dump die of SIGPIPE, so blame gpg first."""
     if gpg.wait() != 0:
-        raise crypto.crypto_failure("encrypt the dump", gpg.stderr_text())
+        raise crypto.crypto_failure("encrypt the dump", gpg.stderr_text(), passphrase="REMORA_GPG_SIGNING_PASSPHRASE")
     if pump.error is not None and not isinstance(pump.error, BrokenPipeError):
         raise pump.error
     if (status := dump.wait()) != 0:

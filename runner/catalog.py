@@ -13,13 +13,16 @@ import re
 import secrets
 from typing import NamedTuple
 
-from runner.errors import ObjectNotFound, UsageError
+import structlog
+
+from runner import manifest
+from runner.errors import IntegrityError, ObjectNotFound, UsageError
 from runner.manifest import Manifest
 from runner.targets import Target
 
+log = structlog.get_logger()
 ARCHIVE_SUFFIX = ".dump.gpg"
 MANIFEST_SUFFIX = ".manifest.json"
-_ID = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z-[0-9a-f]{6}")
 
 
 def new_id(now: datetime.datetime) -> str:
@@ -28,7 +31,7 @@ def new_id(now: datetime.datetime) -> str:
 
 
 def _check_id(backup_id: str) -> re.Match:
-    match = _ID.fullmatch(backup_id)
+    match = manifest.ID.fullmatch(backup_id)
     if match is None:
         raise UsageError(f"{backup_id!r} is not a backup id (like 20261127T214800Z-3f9a2c) or 'latest'")
     return match
@@ -48,8 +51,15 @@ def manifest_key(label: str, backup_id: str) -> str:
 
 
 def read_manifest(target: Target, key: str) -> Manifest:
+    """The manifest at ``key``, checked; no more than ``manifest.MAX_BYTES`` (and one) are read."""
+    file = parse_key(key)
+    if file is None or file.suffix != MANIFEST_SUFFIX:
+        raise IntegrityError(f"{key} is not where a manifest belongs")
+    data = bytearray()
     with target.open(key) as stream:
-        return Manifest.from_bytes(stream.read(), key=key)
+        while len(data) <= manifest.MAX_BYTES and (chunk := stream.read(manifest.MAX_BYTES + 1 - len(data))):
+            data += chunk
+    return Manifest.from_bytes(bytes(data), key=key, label=file.label, backup_id=file.id)
 
 
 def id_time(backup_id: str) -> datetime.datetime:
@@ -67,9 +77,11 @@ class BackupFile(NamedTuple):
 def parse_key(key: str) -> BackupFile | None:
     """What ``key`` holds if it is where a backup's archive or manifest belongs; None for any other key."""
     label, name = key.split("/", 1)[0], key.rsplit("/", 1)[-1]
+    if not manifest.LABEL.fullmatch(label):
+        return None
     for suffix in (ARCHIVE_SUFFIX, MANIFEST_SUFFIX):
         backup_id = name.removesuffix(suffix)
-        if _ID.fullmatch(backup_id) and key == _folder(label, backup_id) + suffix:
+        if manifest.ID.fullmatch(backup_id) and key == _folder(label, backup_id) + suffix:
             return BackupFile(label, backup_id, suffix)
     return None
 
@@ -85,9 +97,14 @@ def manifest_keys(target: Target, label: str | None) -> dict[str, str]:
 
 
 def backups(target: Target, label: str | None) -> list[Manifest]:
-    """Every complete backup, oldest first."""
-    keys = manifest_keys(target, label)
-    return [read_manifest(target, keys[backup_id]) for backup_id in sorted(keys)]
+    """Every complete backup, oldest first; a manifest that is not valid is reported and skipped."""
+    found = []
+    for _, key in sorted(manifest_keys(target, label).items()):
+        try:
+            found.append(read_manifest(target, key))
+        except IntegrityError as e:
+            log.warning(f"skipped: {e.message}")
+    return found
 
 
 def resolve(target: Target, label: str | None, ref: str) -> Manifest:

@@ -15,9 +15,9 @@ from typing import TextIO, TypeVar
 
 import structlog
 
-from runner import crypto, log, postgres, privileges, reading
+from runner import crypto, keys, log, postgres, privileges, reading, signing
 from runner.config import Config
-from runner.errors import RemoraError, StorageError
+from runner.errors import RemoraError, StorageError, UsageError
 from runner.targets import open_target
 
 logger = structlog.get_logger()
@@ -75,11 +75,16 @@ def run(load_config: Callable[[], Config], env: Mapping[str, str], *, allow_writ
     report = Report(out)
     config = report.step("config", lambda: (load_config(), "the variables parse"))
     if config is None:
-        for name in ("database", "credential", "pg_dump", "keys", "target"):
+        for name in ("database", "credential", "pg_dump", "keys", "signing", "target"):
             report.line(name, "skip", "needs a valid configuration")
         return report.finish()
     _database_checks(report, config, env, allow_write=allow_write, postdeploy=postdeploy, on_dyno=on_dyno)
     report.step("keys", lambda: _keys(config, env))
+    if config.gpg_signing_key is None:
+        report.line("signing", "warn", "REMORA_GPG_SIGNING_KEY not set: backups are not signed, so restore refuses "
+                    "them without --allow-unsigned, and anyone who can write to the target can plant one")
+    else:
+        report.step("signing", lambda: _signing(config, env))
     if on_dyno and config.gpg_private_key is not None:
         report.line("private key", "warn", _private_key_warning(config))
     report.step("target", lambda: _target(config))
@@ -152,11 +157,26 @@ def _keys(config: Config, env: Mapping[str, str]) -> tuple[list, str]:
     config.require("gpg_public_keys")
     with crypto.Keyring(env) as keyring:
         recipients = keyring.import_public(config.gpg_public_keys)
-    described = [
-        f"{r.user_id} {r.fingerprint} ({f'expires {r.expires:%Y-%m-%d}' if r.expires else 'does not expire'})"
-        for r in recipients
-    ]
-    return recipients, f"{len(recipients)} recipient(s): " + "; ".join(described)
+    return recipients, f"{len(recipients)} recipient(s): " + "; ".join(_described(r) for r in recipients)
+
+
+def _signing(config: Config, env: Mapping[str, str]) -> tuple[keys.Key, str]:
+    """The signing key can sign with its passphrase; REMORA_GPG_SIGNERS, if set here, pins it."""
+    passphrase = config.gpg_signing_passphrase.reveal() if config.gpg_signing_passphrase else None
+    with crypto.Keyring(env) as keyring:
+        signers = (keyring.import_public(config.gpg_signers, variable="REMORA_GPG_SIGNERS", use="sign")
+                   if config.gpg_signers else None)
+        key = signing.load_signer(keyring, config.gpg_signing_key.reveal(), passphrase=passphrase)
+    if signers is not None and key.fingerprint not in {signer.fingerprint for signer in signers}:
+        raise UsageError(f"REMORA_GPG_SIGNERS does not hold the signing key {key.fingerprint}: verify and restore "
+                         "would refuse every backup", hint="add its public key: gpg --armor --export FINGERPRINT")
+    pinned = "REMORA_GPG_SIGNERS pins it" if signers else "pin it with REMORA_GPG_SIGNERS where you restore"
+    return key, f"signs backups: {_described(key)}; {pinned}"
+
+
+def _described(key: keys.Key) -> str:
+    expiry = f"expires {key.expires:%Y-%m-%d}" if key.expires else "does not expire"
+    return f"{key.user_id} {key.fingerprint} ({expiry})"
 
 
 def _target(config: Config) -> tuple[str, str]:

@@ -16,6 +16,7 @@ import structlog
 from runner import backup, catalog, check, grants, log, postgres, prune, report, restore, retention, shutdown
 from runner.config import Config, Secret
 from runner.errors import RemoraError, Terminated, UsageError
+from runner.manifest import Manifest
 from runner.processes import child_env
 from runner.targets import open_target
 
@@ -37,11 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     _allow_write(sub)
     sub = command("list", "list complete backups, oldest first")
     sub.add_argument("--json", action="store_true", help="print the manifests as JSON")
-    sub = command("verify", "check a backup's checksum (and with --decrypt, that it decrypts)")
+    sub = command("verify", "check a backup's signatures and checksum (and with --decrypt, that it decrypts)")
     sub.add_argument("ref", metavar="ID|latest")
     sub.add_argument("--decrypt", action="store_true", help="also decrypt and run pg_restore --list")
+    _allow_unsigned(sub)
     sub = command("restore", "restore a checked backup into a database")
     sub.add_argument("ref", metavar="ID|latest")
+    _allow_unsigned(sub)
     sub.add_argument("--to", required=True, metavar="DATABASE_URL", help="a URL, or the name of a variable holding one")
     sub.add_argument("--clean", action="store_true", help="drop objects before recreating them")
     sub.add_argument("--jobs", type=_positive, default=1, metavar="N", help="parallel pg_restore jobs")
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("ref", metavar="ID|latest")
     sub.add_argument("--output", required=True, type=Path, metavar="FILE")
     sub.add_argument("--decrypt", action="store_true", help="write the decrypted pg_dump archive")
+    _allow_unsigned(sub)
     sub = command("prune", "delete the backups the retention policy does not keep, and old leftovers")
     sub.add_argument("--keep", metavar="POLICY", help=f"overrides REMORA_RETENTION, e.g. {retention.EXAMPLE}")
     sub.add_argument("--dry-run", action="store_true", help="print the plan and delete nothing")
@@ -78,6 +82,14 @@ def _allow_write(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--allow-write-credential", action="store_true",
         help="go on (with a warning) when the database credential can change the database",
+    )
+
+
+def _allow_unsigned(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--allow-unsigned", action="store_true",
+        help="go on (with a warning) with a backup that is not signed, as those made before signing was set up; "
+             "needs its ID, not latest",
     )
 
 
@@ -153,30 +165,46 @@ def _list(args, config: Config, env) -> int:
         print(json.dumps([json.loads(m.to_bytes()) for m in found], indent=2))
         return 0
     for m in found:
-        print(f"{m.id}  {m.label:<20} {m.encrypted_bytes:>14,} bytes  {m.finished_at}")
+        line = (f"{m.id}  {m.label:<20} {m.database:<20} PostgreSQL {m.server_version:<6} "
+                f"{m.encrypted_bytes:>14,} bytes  {m.finished_at}")
+        print(log.printable(line))
     return 0
+
+
+def _resolve(args, config: Config, target) -> Manifest:
+    """The backup that ``ref`` names; ``--allow-unsigned`` takes only a named one."""
+    if args.allow_unsigned and args.ref == "latest":
+        raise UsageError("--allow-unsigned needs a backup id, not latest: an unsigned latest could be anyone's",
+                         hint="see remora-backup list, and name the backup")
+    return catalog.resolve(target, config.storage_label, args.ref)
 
 
 def _verify(args, config: Config, env) -> int:
     with open_target(config) as target:
-        manifest = catalog.resolve(target, config.storage_label, args.ref)
-        restore.verify(config, target, manifest, child_env(env), decrypt=args.decrypt)
-    logger.info("backup verified", id=manifest.id, sha256=manifest.sha256, decrypted=args.decrypt)
+        manifest = _resolve(args, config, target)
+        restore.verify(config, target, manifest, child_env(env), decrypt=args.decrypt,
+                       allow_unsigned=args.allow_unsigned)
+    checked = ("manifest signature, " if manifest.signature else "") + "SHA-256" + (
+        (", archive signature" if manifest.signature else "") + ", decryption, archive" if args.decrypt else "")
+    logger.info("backup verified", id=manifest.id, sha256=manifest.sha256, signer=manifest.signer or "none",
+                checked=checked)
     return 0
 
 
 def _restore(args, config: Config, env) -> int:
     to_url = _database_url(args.to, env)
     with open_target(config) as target:
-        manifest = catalog.resolve(target, config.storage_label, args.ref)
-        restore.restore(config, target, manifest, to_url, child_env(env), clean=args.clean, jobs=args.jobs)
+        manifest = _resolve(args, config, target)
+        restore.restore(config, target, manifest, to_url, child_env(env), clean=args.clean, jobs=args.jobs,
+                        allow_unsigned=args.allow_unsigned)
     return 0
 
 
 def _download(args, config: Config, env) -> int:
     with open_target(config) as target:
-        manifest = catalog.resolve(target, config.storage_label, args.ref)
-        restore.download(config, target, manifest, args.output, child_env(env), decrypt=args.decrypt)
+        manifest = _resolve(args, config, target)
+        restore.download(config, target, manifest, args.output, child_env(env), decrypt=args.decrypt,
+                         allow_unsigned=args.allow_unsigned)
     logger.info("backup downloaded", id=manifest.id, output=str(args.output), decrypted=args.decrypt)
     return 0
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
+from runner import manifest
 from runner.errors import UsageError
 from runner.retention import Policy, parse as parse_policy
 
@@ -53,6 +54,10 @@ class Config:
     label              the database's name in storage paths (None: the database name)
     gpg_public_keys    ASCII-armored public keys; every one is a recipient
     gpg_private_key    for restore, download --decrypt, verify --decrypt
+    gpg_signing_key    the private key that signs every backup (not the one that decrypts), and
+                       gpg_signing_passphrase, its passphrase
+    gpg_signers        ASCII-armored public keys: the signers whose backups verify, restore and
+                       download accept
     sftp_*             the SSH key (text), its passphrase, and the pinned known_hosts lines
     aws_*              boto3's own settings, passed explicitly
     s3_part_size       bytes per multipart part (grows past 1,000 parts to stay under 10,000)
@@ -61,6 +66,8 @@ class Config:
     retention          the policy ``prune`` applies (None: none configured, so prune refuses)
     control_url, run_id, run_token
                        set by the control plane on a run it launched: where to report, as whom
+    api_url, api_token set by the add-on on the helper app: the resource's API, asked whether it
+                       recorded a backup being verified or restored
     retry_attempts     tries of each storage call before a transient failure is given up
     retry_backoff_max  seconds: the longest wait between two tries (the first waits about 0.5 s)
     storage_timeout    seconds a storage connection may make no progress before it counts as dead
@@ -73,6 +80,9 @@ class Config:
     gpg_public_keys: str | None = None
     gpg_private_key: Secret | None = None
     gpg_passphrase: Secret | None = None
+    gpg_signing_key: Secret | None = None
+    gpg_signing_passphrase: Secret | None = None
+    gpg_signers: str | None = None
     sftp_private_key: Secret | None = None
     sftp_passphrase: Secret | None = None
     sftp_known_hosts: str | None = None
@@ -88,6 +98,8 @@ class Config:
     control_url: str | None = None
     run_id: str | None = None
     run_token: Secret | None = None
+    api_url: str | None = None
+    api_token: Secret | None = None
     retry_attempts: int = 5
     retry_backoff_max: float = 20.0
     storage_timeout: float = 60.0
@@ -108,6 +120,9 @@ class Config:
             gpg_public_keys=reader.text("REMORA_GPG_PUBLIC_KEYS"),
             gpg_private_key=reader.secret("REMORA_GPG_PRIVATE_KEY"),
             gpg_passphrase=reader.secret("REMORA_GPG_PASSPHRASE"),
+            gpg_signing_key=reader.secret("REMORA_GPG_SIGNING_KEY"),
+            gpg_signing_passphrase=reader.secret("REMORA_GPG_SIGNING_PASSPHRASE"),
+            gpg_signers=reader.text("REMORA_GPG_SIGNERS"),
             sftp_private_key=reader.secret("REMORA_SFTP_PRIVATE_KEY"),
             sftp_passphrase=reader.secret("REMORA_SFTP_PASSPHRASE"),
             sftp_known_hosts=reader.text("REMORA_SFTP_KNOWN_HOSTS"),
@@ -123,16 +138,20 @@ class Config:
             control_url=reader.text("REMORA_CONTROL_URL"),
             run_id=reader.text("REMORA_RUN_ID"),
             run_token=reader.secret("REMORA_RUN_TOKEN"),
+            api_url=reader.text("REMORA_API_URL"),
+            api_token=reader.secret("REMORA_API_TOKEN"),
             retry_attempts=reader.integer("REMORA_RETRY_ATTEMPTS", 5, low=1, high=20),
             retry_backoff_max=reader.seconds("REMORA_RETRY_BACKOFF_MAX", 20.0, low=0, high=600),
             storage_timeout=reader.seconds("REMORA_STORAGE_TIMEOUT", 60.0, low=0.1, high=3600),
         )
         if config.target_url is not None:
             _check_target_url(config.target_url, problems)
-        if config.label is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", config.label):
+        if config.label is not None and not manifest.LABEL.fullmatch(config.label):
             problems.append(
                 f"REMORA_LABEL {config.label!r} must be 1-63 letters, digits, '.', '_' or '-'"
             )
+        if config.api_url is not None and urlsplit(config.api_url).scheme not in ("http", "https"):
+            problems.append(f"REMORA_API_URL {config.api_url!r} is not an http(s) URL")
         if problems:
             raise UsageError("; ".join(problems), hint="fix the configuration and run again")
         return config

@@ -34,6 +34,19 @@ class Redactor:
 
 redactor = Redactor()
 
+# C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a terminal shows
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character escaped (``\\x1b``): a value from storage cannot drive a terminal."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match[0]):02x}" if ord(match[0]) < 256 else f"\\u{ord(match[0]):04x}",
+                        text)
+
+
+def _printable(_logger, _name, event: dict) -> dict:
+    return {key: printable(value) if isinstance(value, str) else value for key, value in event.items()}
+
 
 def configure(*, stream=None) -> None:
     """Human output on a terminal; one logfmt event a line elsewhere (Heroku's log drains parse it)."""
@@ -48,6 +61,7 @@ def configure(*, stream=None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redactor,
+            _printable,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.servers.gpg import make_key, stop_agent  # noqa: E402
+from tests.servers.gpg import make_key, signing_env, stop_agent  # noqa: E402
 from tests.servers.postgres import running_cluster  # noqa: E402
 
 TABLES = ["sales.customer", "sales.orders", "audit.event"]
@@ -36,6 +36,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="remora-demo-") as scratch, running_cluster() as cluster:
         source = cluster.create_database()
         key = make_key(Path(scratch) / "gnupg", "Demo DBA <dba@example.com>")
+        signer = make_key(Path(scratch) / "signer", "Demo signer <signer@example.com>", algo="ed25519", usage="sign")
         env = {
             "PATH": os.environ["PATH"],
             "HOME": os.environ.get("HOME", scratch),
@@ -43,6 +44,7 @@ def main() -> None:
             "REMORA_TARGET_URL": f"file://{scratch}/backups",
             "REMORA_GPG_PUBLIC_KEYS": key.public,
             "REMORA_GPG_PRIVATE_KEY": key.private,
+            **signing_env(signer),  # every backup signed, and only what this key signed restored
             "RESTORE_DATABASE_URL": cluster.url(copy := cluster.create_database(sample=False)),
         }
         try:
@@ -53,6 +55,7 @@ def main() -> None:
             before, after = row_counts(cluster, source), row_counts(cluster, copy)
         finally:
             stop_agent(key.home)
+            stop_agent(signer.home)
     print("\n{:<16} {:>8} {:>9}".format("table", "source", "restored"))
     for table, count in before.items():
         print(f"{table:<16} {count:>8} {after[table]:>9}")

@@ -23,10 +23,20 @@ def base_env() -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(Path.home()), "LANG": "C.UTF-8"}
 
 
-def remora(*args: str, env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    """Run ``remora-backup ARGS`` in a child process, without a terminal, as on a dyno."""
+# runs the command, then reports the process's peak memory as the kernel counts it (VmHWM, from /proc)
+_PEAK = ("import sys; from runner import cli; code = cli.main(sys.argv[1:]); "
+         "print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM:')), file=sys.stderr);"
+         " sys.exit(code)")
+
+
+def remora(*args: str, env: dict[str, str], timeout: float = 300, peak: bool = False,
+           **kwargs) -> subprocess.CompletedProcess:
+    """Run ``remora-backup ARGS`` in a child process, without a terminal, as on a dyno.
+
+    ``peak``: the runner also prints its peak memory on stderr (see ``peak_rss_mib``).
+    """
     return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args],
+        [sys.executable, *(["-c", _PEAK] if peak else ["-m", "runner.cli"]), *args],
         env={**base_env(), **env},
         cwd=REPO,
         capture_output=True,
@@ -83,6 +93,22 @@ def libpq_env(url: str) -> dict[str, str]:
     parts = urlsplit(url)
     return {"PGHOST": parts.hostname, "PGPORT": str(parts.port), "PGUSER": parts.username,
             "PGPASSWORD": parts.password}
+
+
+def pg_restore_spy(folder: Path, real: Path = PG_BIN / "pg_restore") -> tuple[str, Path]:
+    """A PATH that finds, first, a pg_restore that notes each run in a file, then runs ``real``: (PATH, the file)."""
+    folder.mkdir()
+    note = folder / "ran"
+    spy = folder / "pg_restore"
+    spy.write_text(f'#!/bin/sh\n[ "$1" = --version ] || echo "$@" >> "{note}"\nexec "{real}" "$@"\n')
+    spy.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}", note
+
+
+def peak_rss_mib(result: subprocess.CompletedProcess) -> float:
+    """The runner's peak resident memory, as ``remora(..., peak=True)`` had it report from /proc."""
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
 
 
 def craft_backup(target: Target, label: str, when: str, *, manifest: bool = True) -> str:

@@ -88,6 +88,18 @@ CASES = {
     "private key as public key": Case("file", lambda env, ctx: {
         **env, "REMORA_GPG_PUBLIC_KEYS": env["REMORA_GPG_PRIVATE_KEY"]}, 2,
         r"REMORA_GPG_PUBLIC_KEYS: key block 1 is a private key"),
+    "private key in public key armor": Case("file", lambda env, ctx: {
+        **env, "REMORA_GPG_PUBLIC_KEYS": env["REMORA_GPG_PRIVATE_KEY"].replace("PRIVATE KEY", "PUBLIC KEY")}, 2,
+        r"REMORA_GPG_PUBLIC_KEYS: key block 1 holds a private key"),
+    "weak key": Case("file", keys("weak"), 2,
+                     r"REMORA_GPG_PUBLIC_KEYS: key Weak <weak@example\.com> [0-9A-F]{40} uses a 1024-bit RSA key; "
+                     r"keys below 2048 bits are refused"),
+    "public key as signing key": Case("file", lambda env, ctx: {
+        **env, "REMORA_GPG_SIGNING_KEY": env["REMORA_GPG_SIGNERS"]}, 2,
+        r"REMORA_GPG_SIGNING_KEY: block 1 is a PGP PUBLIC KEY BLOCK, not a private key block"),
+    "signing key with a wrong passphrase": Case("file", lambda env, ctx: {
+        **env, "REMORA_GPG_SIGNING_KEY": ctx.keys["escrow"].private, "REMORA_GPG_SIGNING_PASSPHRASE": "wrong"}, 5,
+        r"gpg could not sign: .*Bad passphrase \(check REMORA_GPG_SIGNING_PASSPHRASE\)"),
     "expired key": Case("file", keys("expired"), 2,
                         r"REMORA_GPG_PUBLIC_KEYS: key Expired <old@example\.com> [0-9A-F]{40} expired on 2020-01-03"),
     "revoked key": Case("file", keys("revoked"), 2,
@@ -125,9 +137,9 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_bad_input_gets_one_clear_line_and_stores_nothing(case, request, tmp_path, pg_cluster, database,
-                                                          database_env, gpg_env, odd_keys):
+                                                          database_env, gpg_env, odd_keys, escrow_key):
     good = {**request.getfixturevalue(f"{case.target}_target_env"), **database_env, **gpg_env}
-    context = SimpleNamespace(pg=pg_cluster, db=database, keys=odd_keys, tmp=tmp_path)
+    context = SimpleNamespace(pg=pg_cluster, db=database, keys={**odd_keys, "escrow": escrow_key}, tmp=tmp_path)
     result = remora("backup", env=case.tweak(good, context), timeout=120)
     assert result.returncode == case.exit_code, result.stderr
     [line] = [line for line in result.stderr.splitlines() if "level=error" in line]

@@ -16,9 +16,9 @@ from tests.helpers import REPO
 
 
 def test_a_tiny_benchmark_runs_every_row_and_writes_both_results_files(
-    tmp_path, pg_cluster, s3_server, sshd_server, gpg_key
+    tmp_path, pg_cluster, s3_server, sshd_server, gpg_key, signing_key
 ):
-    servers = Servers(cluster=pg_cluster, s3=s3_server, sshd=sshd_server, key=gpg_key)
+    servers = Servers(cluster=pg_cluster, s3=s3_server, sshd=sshd_server, key=gpg_key, signer=signing_key)
     settings = Settings(sizes=(0.005, 0.01), repeats=1, rows=(), results=tmp_path / "results",
                         cache=tmp_path / "cache", schedules=200, load_seconds=2)
     (tmp_path / "work").mkdir()

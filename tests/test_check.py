@@ -11,7 +11,8 @@ from tests.helpers import leftovers, remora
 from tests.servers.postgres import READER
 from tests.servers.util import free_port
 
-CHECKS = ["config", "database", "credential", "pg_dump", "keys", "target"]
+CHECKS = ["config", "database", "credential", "pg_dump", "keys", "signing", "target"]
+UNSIGNED = {"signing": "warn"}  # no REMORA_GPG_SIGNING_KEY: backups would not be signed
 
 
 def report(stdout: str, checks: list[str] = CHECKS) -> dict[str, str]:
@@ -67,7 +68,7 @@ def test_postdeploy_without_a_database_says_how_to_attach_it_and_passes(request,
     env = {**target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public, "DYNO": "run.1"}
     result = remora("check", "--postdeploy", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), **PENDING}
+    assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), **PENDING, **UNSIGNED}
     [database] = [line for line in result.stdout.splitlines() if line.startswith("database")]
     assert "REMORA_DATABASE_URL not set yet" in database and ATTACH in database
     grants = "run what `heroku run bin/remora-backup grants -a HELPER_APP` prints with `heroku pg:psql -a APP`"
@@ -93,12 +94,12 @@ def test_postdeploy_names_the_variable_given(variable, dyno, says, file_target_e
 
 
 POSTDEPLOY_FAILURES = {  # with no database URL unless it says so: (env, exit code, {check: status} besides ok)
-    "keys": ({"REMORA_GPG_PUBLIC_KEYS": "garbage"}, 2, {**PENDING, "keys": "FAIL"}),
-    "target": ({"REMORA_TARGET_URL": "file:///sys"}, 6, {**PENDING, "target": "FAIL"}),
+    "keys": ({"REMORA_GPG_PUBLIC_KEYS": "garbage"}, 2, {**PENDING, **UNSIGNED, "keys": "FAIL"}),
+    "target": ({"REMORA_TARGET_URL": "file:///sys"}, 6, {**PENDING, **UNSIGNED, "target": "FAIL"}),
     "config": ({"REMORA_GZIP_LEVEL": "eleven"}, 2, {"config": "FAIL", **{c: "skip" for c in CHECKS[1:]}}),
     "database set but unreachable": (
         {"REMORA_DATABASE_URL": f"postgresql://u:p@127.0.0.1:{free_port()}/db"}, 3,
-        {"database": "FAIL", "credential": "skip", "pg_dump": "skip"}),
+        {"database": "FAIL", "credential": "skip", "pg_dump": "skip", **UNSIGNED}),
 }
 
 
@@ -120,14 +121,14 @@ def test_postdeploy_refuses_a_set_database_url_whose_credential_can_write(file_t
            "REMORA_DATABASE_URL": pg_cluster.url(database)}
     result = remora("check", "--postdeploy", env=env)
     assert result.returncode == 3
-    assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), "credential": "FAIL"}
+    assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), "credential": "FAIL", **UNSIGNED}
 
 
 def test_without_postdeploy_a_missing_database_url_fails_as_before(file_target_env, gpg_key):
     result = remora("check", env={**file_target_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public})
     assert result.returncode == 2
     assert report(result.stdout) == {**dict.fromkeys(CHECKS, "ok"), "database": "FAIL",
-                                     "credential": "skip", "pg_dump": "skip"}
+                                     "credential": "skip", "pg_dump": "skip", **UNSIGNED}
     assert "REMORA_DATABASE_URL not set (set it as a config var)" in result.stdout
 
 
@@ -147,7 +148,7 @@ def test_an_owner_whose_next_tables_the_credential_could_not_read_is_warned_abou
 
 # a private key on the helper app, where anyone who can run a dyno there can read it
 
-WITH_WARNING = CHECKS[:5] + ["private key"] + CHECKS[5:]
+WITH_WARNING = CHECKS[:6] + ["private key"] + CHECKS[6:]
 
 
 @pytest.mark.parametrize("flags", [[], ["--postdeploy"]], ids=["check", "postdeploy"])
@@ -157,7 +158,8 @@ def test_a_private_key_on_a_dyno_is_warned_about_and_never_shown(flags, file_tar
            "REMORA_GPG_PRIVATE_KEY": gpg_key.private, "REMORA_GPG_PASSPHRASE": passphrase, "DYNO": "run.1234"}
     result = remora("check", *flags, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert report(result.stdout, WITH_WARNING) == {**dict.fromkeys(WITH_WARNING, "ok"), "private key": "warn"}
+    assert report(result.stdout, WITH_WARNING) == {**dict.fromkeys(WITH_WARNING, "ok"), "private key": "warn",
+                                                   **UNSIGNED}
     assert ("heroku config:unset REMORA_GPG_PRIVATE_KEY REMORA_GPG_PASSPHRASE -a HELPER_APP"
             in result.stdout), result.stdout
     assert "can decrypt every backup" in result.stdout

@@ -161,3 +161,20 @@ def test_two_triggers_in_the_same_moment_queue_one_run(app, control_db):
         second.execute("commit")
     with connect(control_db) as conn:
         assert conn.execute("select count(*) as n from runs").fetchone()["n"] == 1
+
+
+def test_a_backup_is_looked_up_by_its_id_for_the_runner(client, app, launcher):
+    resource, token = make_resource(app)
+    _, other_token = make_resource(app)
+    run = _launched(client, app, launcher, resource, token)
+    backup = {"id": "20261127T214800Z-3f9a2c", "dump_bytes": 10, "encrypted_bytes": 20, "sha256": SHA}
+    client.post(f"/api/v1/runs/{run['id']}/events", headers=_auth(launcher.specs[0].run_token),
+                json={"type": "succeeded", "backup_id": backup["id"], **{k: v for k, v in backup.items() if k != "id"}})
+    url = f"/api/v1/resources/{resource['id']}/backups"
+    found = client.get(f"{url}/{backup['id']}", headers=_auth(token))
+    assert found.status_code == 200 and found.json["run"]["id"] == run["id"] and found.json["run"]["backup"] == backup
+    missing = client.get(f"{url}/20261127T214800Z-000000", headers=_auth(token))
+    assert missing.status_code == 404 and "no run of this resource reported" in missing.json["error"]
+    assert client.get(f"{url}/{backup['id']}", headers=_auth(other_token)).status_code == 404  # not theirs
+    assert client.get(f"{url}/{backup['id']}").status_code == 401
+    assert client.get(f"{url}/not%20an%20id", headers=_auth(token)).status_code == 400

@@ -41,6 +41,10 @@ ROUTES = [
     ("GET", "/api/v1/resources/{a}/backups", "/api/v1/resources/<uuid:resource_id>/backups", {
         NONE: (lambda w: {}, 401), WRONG: (lambda w: _bearer(w["a_token"][:-1]), 401),
         OTHER: (lambda w: _bearer(w["b_token"]), 404)}),
+    ("GET", "/api/v1/resources/{a}/backups/20261127T214800Z-3f9a2c", "/api/v1/resources/<uuid:resource_id>/backups/"
+     "<backup_id>", {
+        NONE: (lambda w: {}, 401), WRONG: (lambda w: _bearer("x" * 43), 401),
+        OTHER: (lambda w: _bearer(w["b_token"]), 404)}),
     ("GET", "/api/v1/runs/{run_a}", "/api/v1/runs/<uuid:run_id>", {
         NONE: (lambda w: {}, 401), WRONG: (lambda w: _bearer("x" * 43), 401),
         OTHER: (lambda w: _bearer(w["b_token"]), 404)}),

@@ -115,7 +115,9 @@ def test_run_variables_are_what_the_heroku_launcher_gives_each_dyno(heroku):
 def test_every_variable_the_runner_reads_has_an_env_entry_and_no_other():
     read = runner_variables()
     assert PER_RUN <= read  # the runner reads them; the launcher, not the customer, sets them
-    assert set(APP_JSON["env"]) == read - PER_RUN
+    addon = set(TEMPLATE["api"]["config_vars"])
+    assert addon <= read  # the runner reads them too; the add-on sets them when it is provisioned
+    assert set(APP_JSON["env"]) == read - PER_RUN - addon
 
 
 def test_entries_say_what_they_are_and_whether_they_are_required():

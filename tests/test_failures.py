@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import ok, remora, start_remora, target_folder
 from tests.procs import all_cmdlines, children_of, kill_encrypting_gpg, with_marker
+from tests.servers.gpg import signing_env
 from tests.servers.sshd import keygen
 
 
@@ -81,8 +82,9 @@ def test_an_archive_without_manifest_is_not_a_backup(database_env, gpg_env, file
     assert remora("verify", "latest", env=env).returncode == 2
 
 
-def test_decrypting_needs_the_right_key_and_passphrase(database_env, gpg_env, escrow_key, file_target_env):
-    env = {**database_env, **file_target_env, "REMORA_GPG_PUBLIC_KEYS": escrow_key.public}
+def test_decrypting_needs_the_right_key_and_passphrase(database_env, gpg_env, escrow_key, signing_key,
+                                                       file_target_env):
+    env = {**database_env, **file_target_env, **signing_env(signing_key), "REMORA_GPG_PUBLIC_KEYS": escrow_key.public}
     ok(remora("backup", env=env))
     missing = remora("verify", "latest", "--decrypt", env=env)
     assert missing.returncode == 2 and "REMORA_GPG_PRIVATE_KEY not set" in missing.stderr

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 
 from tests.helpers import PG_BIN, base_env, dump_sql, libpq_env, ok, remora, target_folder
+from tests.servers.gpg import signing_env
 
 def test_backup_restores_identically_through_the_runner(target_env, pg_cluster, database_env, gpg_env, database):
     env = {**target_env, **database_env, **gpg_env}
@@ -40,25 +41,34 @@ def stored_archive(request, env: dict[str, str], backup_id: str, into: Path) -> 
 
 
 def test_stored_object_restores_with_plain_gpg_and_pg_restore(
-    request, target_env, pg_cluster, database_env, gpg_env, gpg_key, database, tmp_path
+    request, target_env, pg_cluster, database_env, gpg_env, gpg_key, signing_key, database, tmp_path
 ):
     env = {**target_env, **database_env, **gpg_env}
     backup_id = ok(remora("backup", env=env)).stdout.strip()
     archive = stored_archive(request, env, backup_id, tmp_path)
 
+    gpg_key.gpg("--import", input=signing_key.public.encode()).check_returncode()  # the signer's public key
     copy = pg_cluster.create_database(sample=False)
-    gpg = subprocess.Popen(
-        ["gpg", "--homedir", str(gpg_key.home), "--batch", "--decrypt", str(archive)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )
-    pg_restore = subprocess.run(
-        [str(PG_BIN / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error", "--dbname", copy],
-        stdin=gpg.stdout, env={**base_env(), **libpq_env(pg_cluster.url(copy))}, capture_output=True, text=True,
-    )
-    gpg.stdout.close()
-    assert gpg.wait() == 0
+    with open(tmp_path / "gpg.err", "w+") as said:
+        gpg = subprocess.Popen(
+            ["gpg", "--homedir", str(gpg_key.home), "--batch", "--verify-options", "show-notations",
+             "--decrypt", str(archive)], stdout=subprocess.PIPE, stderr=said,
+        )
+        pg_restore = subprocess.run(
+            [str(PG_BIN / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error", "--dbname", copy],
+            stdin=gpg.stdout, env={**base_env(), **libpq_env(pg_cluster.url(copy))}, capture_output=True, text=True,
+        )
+        gpg.stdout.close()
+        assert gpg.wait() == 0
+        said.seek(0)
+        words = said.read()
     assert pg_restore.returncode == 0, pg_restore.stderr
     assert dump_sql(pg_cluster.url(copy)) == dump_sql(pg_cluster.url(database))
+    # what the guide tells the reader to look for: the good signature, the fingerprint, the backup it was made as
+    assert 'Good signature from "Acme backup signer <signer@example.com>"' in words, words
+    spaced = " ".join(signing_key.fingerprint[i:i + 4] for i in range(0, 40, 4))
+    assert "Primary key fingerprint: " + spaced[:24] + " " + spaced[24:] in words, words
+    assert f"id@remora-backup={backup_id}" in words, words
 
 
 def test_download_writes_the_checked_ciphertext_or_the_archive(file_target_env, database_env, gpg_env, tmp_path):
@@ -66,18 +76,30 @@ def test_download_writes_the_checked_ciphertext_or_the_archive(file_target_env, 
     ok(remora("backup", env=env))
     [manifest] = json.loads(ok(remora("list", "--json", env=env)).stdout)
 
-    ok(remora("download", "latest", "--output", str(tmp_path / "backup.gpg"), env=env))
+    ok(remora("download", "latest", "--output", str(tmp_path / "backup.gpg"), env=env, umask=0o022))
     assert hashlib.sha256((tmp_path / "backup.gpg").read_bytes()).hexdigest() == manifest["sha256"]
 
-    ok(remora("download", "latest", "--output", str(tmp_path / "backup.dump"), "--decrypt", env=env))
+    ok(remora("download", "latest", "--output", str(tmp_path / "backup.dump"), "--decrypt", env=env,
+              umask=0o022))
     listing = subprocess.run([str(PG_BIN / "pg_restore"), "--list", str(tmp_path / "backup.dump")],
                              capture_output=True, text=True)
     assert listing.returncode == 0 and "TABLE DATA sales customer" in listing.stdout
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["backup.dump", "backup.gpg"]
+    assert {oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir() if p.is_file()} == {"0o600"}  # umask 022
+
+    # never over a file, and never removing one it did not make (another download's, say)
+    (tmp_path / ".backup.dump.part").write_text("another download's")
+    (tmp_path / "backup.dump").write_text("a file of mine")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    again = remora("download", "latest", "--output", str(tmp_path / "backup.dump"), "--decrypt", env=env,
+                   umask=0o022)
+    assert again.returncode == 2 and "backup.dump exists" in again.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
-def test_every_recipient_can_decrypt(file_target_env, database_env, gpg_key, escrow_key, pg_cluster):
-    env = {**file_target_env, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public + "\n" + escrow_key.public}
+def test_every_recipient_can_decrypt(file_target_env, database_env, gpg_key, escrow_key, signing_key, pg_cluster):
+    env = {**file_target_env, **database_env, **signing_env(signing_key),
+           "REMORA_GPG_PUBLIC_KEYS": gpg_key.public + "\n" + escrow_key.public}
     ok(remora("backup", env=env))
     [manifest] = json.loads(ok(remora("list", "--json", env=env)).stdout)
     assert sorted(manifest["recipients"]) == sorted([gpg_key.fingerprint, escrow_key.fingerprint])

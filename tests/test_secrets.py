@@ -17,6 +17,7 @@ from tests.procs import all_cmdlines
 from tests.servers.gpg import make_key, stop_agent
 from tests.servers.postgres import READER
 from tests.servers.sshd import keygen
+from tests.servers.util import free_port
 
 
 def planted(name: str) -> str:
@@ -62,12 +63,18 @@ class Planted:
 @pytest.fixture
 def planted_env(request, pg_cluster, database, sshd_server, s3_server, tmp_path) -> Planted:
     db_password, gpg_passphrase, sftp_passphrase = planted("db"), planted("gpg"), planted("sftp")
+    signing_passphrase = planted("signing")
     pg_cluster.reader_url(database)
     role = "s_" + secrets.token_hex(4)
     with pg_cluster.connect(database) as conn:
         conn.execute(f"create role {role} login password '{db_password}' in role {READER}")
     gpg_key = make_key(tmp_path / "gpg", "Keeper <keeper@example.com>", passphrase=gpg_passphrase)
     request.addfinalizer(lambda: stop_agent(gpg_key.home))
+    # a passphrase on the signing key for one target only: each of the runs' unlocks costs about a second here
+    protected = request.node.callspec.params["target"] == "sftp"
+    signer = make_key(tmp_path / "signer", "Signer <signer@example.com>", algo="ed25519", usage="sign",
+                      passphrase=signing_passphrase if protected else None)
+    request.addfinalizer(lambda: stop_agent(signer.home))
     sftp_private, sftp_public = keygen(tmp_path / "ssh", passphrase=sftp_passphrase)
     sshd_server.authorize(sftp_public)
     env = {
@@ -80,6 +87,12 @@ def planted_env(request, pg_cluster, database, sshd_server, s3_server, tmp_path)
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "AWS_SESSION_TOKEN": planted("aws-token"),
         "REMORA_RUN_TOKEN": planted("run-token"),
+        "REMORA_GPG_SIGNING_KEY": signer.private,
+        "REMORA_GPG_SIGNING_PASSPHRASE": signing_passphrase,
+        "REMORA_GPG_SIGNERS": signer.public,
+        # nothing answers there: restore says it could not ask, and must not say with what
+        "REMORA_API_URL": f"http://127.0.0.1:{free_port()}/api/v1/resources/r",
+        "REMORA_API_TOKEN": planted("api-token"),
     }
     wrong_db_password = planted("wrong-db")
     wrong = {
@@ -90,7 +103,8 @@ def planted_env(request, pg_cluster, database, sshd_server, s3_server, tmp_path)
     }
     needles = [db_password, gpg_passphrase, sftp_passphrase, s3_server.secret_key, env["AWS_SESSION_TOKEN"],
                env["REMORA_RUN_TOKEN"], middle_line(gpg_key.private), middle_line(sftp_private), wrong_db_password,
-               wrong["REMORA_GPG_PASSPHRASE"], wrong["AWS_SECRET_ACCESS_KEY"], wrong["REMORA_SFTP_PASSPHRASE"]]
+               wrong["REMORA_GPG_PASSPHRASE"], wrong["AWS_SECRET_ACCESS_KEY"], wrong["REMORA_SFTP_PASSPHRASE"],
+               signing_passphrase, middle_line(signer.private), env["REMORA_API_TOKEN"]]
     return Planted(env=env, wrong=wrong, needles=needles)
 
 
@@ -117,6 +131,7 @@ def test_no_planted_secret_appears_anywhere(request, target, planted_env, pg_clu
         ]
     assert seen["leaks"] == [] and seen["pg_dump"] and seen["pg_restore"]  # it looked, in time, and saw none
     assert '"credential": "read-only"' in runs[2][1].stdout
+    assert "could not ask the control plane" in runs[3][1].stderr  # the API token was used, and not shown
     for code, result in runs:
         assert result.returncode == code, result.args[3:] + [result.stderr]
         assert not [n for n in planted_env.needles if n in result.stdout + result.stderr], result.args[3:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import os
@@ -12,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
 
-from runner import catalog, crypto, log, postgres, transfer
+from runner import catalog, crypto, log, postgres, signing, transfer
 from runner.config import Config, Secret
 from runner.errors import IntegrityError, UsageError
 from runner.log import Redactor
@@ -138,7 +140,7 @@ def test_manifest_round_trips_and_refuses_unknown_formats():
     )
     assert Manifest.from_bytes(manifest.to_bytes(), key="k") == manifest
     with pytest.raises(IntegrityError, match="format 99"):
-        Manifest.from_bytes(manifest.to_bytes().replace(b'"format": 1', b'"format": 99'), key="k")
+        Manifest.from_bytes(manifest.to_bytes().replace(b'"format": 2', b'"format": 99'), key="k")
     with pytest.raises(IntegrityError):
         Manifest.from_bytes(b"{not json", key="k")
 
@@ -187,3 +189,79 @@ def test_progress_is_logfmt_on_a_dyno_and_human_on_a_terminal(monkeypatch, strea
     finally:
         log.configure()
     assert expected.match(stream.getvalue().strip()), stream.getvalue()
+
+
+# gpg's status lines (--status-file) as gpg 2.2 wrote them for a signed and encrypted backup
+SIGNED = """[GNUPG:] NEWSIG
+[GNUPG:] GOODSIG 10A31B6071268126 Signer <s@x>
+[GNUPG:] NOTATION_NAME id@remora-backup
+[GNUPG:] NOTATION_FLAGS 0 1
+[GNUPG:] NOTATION_DATA 20261127T214800Z-3f9a2c
+[GNUPG:] VALIDSIG {sub} 2026-11-30 1796029722 0 4 0 22 10 00 {primary}
+[GNUPG:] DECRYPTION_OKAY
+[GNUPG:] GOODMDC
+"""
+PRIMARY, SUBKEY = "C" * 40, "D" * 40
+
+
+def test_a_signature_is_read_from_gpgs_status_lines_and_judged_by_its_primary_key():
+    status = signing.parse_status(SIGNED.format(sub=SUBKEY, primary=PRIMARY))
+    [signature] = status.signatures
+    assert (signature.verdict, signature.primary, status.decrypted, status.intact) == ("GOODSIG", PRIMARY, True, True)
+    assert signature.notations == {"id@remora-backup": "20261127T214800Z-3f9a2c"}
+    good = {"what": "it", "signer": PRIMARY, "notations": {"id@remora-backup": "20261127T214800Z-3f9a2c"}}
+    signing.require(status, pinned={PRIMARY}, **good)
+    for pinned, signer, problem in (({SUBKEY}, PRIMARY, "not by"), ({PRIMARY}, SUBKEY, "not by")):
+        with pytest.raises(IntegrityError, match=problem):  # a key in the keyring but not pinned; another signer
+            signing.require(status, **{**good, "pinned": pinned, "signer": signer})
+    with pytest.raises(IntegrityError, match="was signed as id@remora-backup='20261127T214800Z-3f9a2c'"):
+        signing.require(status, pinned={PRIMARY}, **{**good, "notations": {"id@remora-backup": "another"}})
+    twice = signing.parse_status(SIGNED.format(sub=SUBKEY, primary=PRIMARY) * 2)
+    with pytest.raises(IntegrityError, match="carries 2 signatures"):
+        signing.require(twice, pinned={PRIMARY}, **good)
+    for line, problem in (("BADSIG 10A31B6071268126 Signer", "bad signature"),
+                          ("ERRSIG 10A31B6071268126 22 10 00 1796029722 9 " + PRIMARY, "not in REMORA_GPG_SIGNERS"),
+                          ("REVKEYSIG 10A31B6071268126 Signer", "revoked key")):
+        with pytest.raises(IntegrityError, match=problem):
+            signing.require(signing.parse_status(f"[GNUPG:] NEWSIG\n[GNUPG:] {line}\n"), pinned={PRIMARY}, **good)
+    with pytest.raises(IntegrityError, match="is not signed"):
+        signing.require(signing.parse_status("[GNUPG:] DECRYPTION_OKAY\n"), pinned={PRIMARY}, **good)
+
+
+def test_manifests_carry_their_signature_outside_what_it_signs():
+    manifest = Manifest(
+        id="20261127T214800Z-3f9a2c", label="db", database="db", server_version="15.8", pg_dump_version=15,
+        archive_format="custom", compression="1", recipients=["F" * 40], dump_bytes=10, encrypted_bytes=20,
+        sha256="0" * 64, started_at="2026-11-27T21:48:00Z", finished_at="2026-11-27T21:48:01Z",
+        runner_version="0.1.0", signer=PRIMARY)
+    armored = "-----BEGIN PGP SIGNATURE-----\n\nabc=\n-----END PGP SIGNATURE-----\n"
+    signed = dataclasses.replace(manifest, signature=armored)
+    assert signed.signed_bytes() == manifest.signed_bytes() and b"signature" not in manifest.signed_bytes()
+    assert b'"signer": "' + PRIMARY.encode() in manifest.signed_bytes() and b'"sha256"' in manifest.signed_bytes()
+    key = catalog.manifest_key("db", manifest.id)
+    assert Manifest.from_bytes(signed.to_bytes(), key=key, label="db", backup_id=manifest.id) == signed
+    with pytest.raises(IntegrityError, match="signer and signature must come together"):
+        Manifest.from_bytes(manifest.to_bytes(), key=key)
+
+
+@pytest.mark.parametrize("stream", [io.StringIO(), _Terminal()], ids=["dyno", "terminal"])
+def test_logs_escape_control_characters_from_anywhere(stream):
+    log.configure(stream=stream)
+    try:
+        structlog.get_logger().warning("database \x1b]0;owned\x07 restored", database="shop\x1b[2J\u202e")
+    finally:
+        log.configure()
+    said = stream.getvalue()
+    assert "\x1b" not in said and "\u202e" not in said and "\x07" not in said
+    assert "]0;owned" in said and "\\x1b" in said and "\\u202e" in said, said
+
+
+def test_signing_argv_signs_in_the_encrypting_pass_with_the_passphrase_on_a_descriptor():
+    argv = crypto.encrypt_argv(HOME, ["AAAA"], signer="SIGNER", passphrase_fd=9, notations={"id@remora-backup": "X"})
+    assert argv[-3:] == ["-", "--sign", "--encrypt"] and argv[argv.index("--compress-algo") + 1] == "none"
+    assert argv[argv.index("--local-user") + 1] == "SIGNER" and argv[argv.index("--passphrase-fd") + 1] == "9"
+    assert argv[argv.index("--set-notation") + 1] == "id@remora-backup=X" and "--passphrase" not in argv
+    assert argv[argv.index("--digest-algo") + 1] == "SHA256"
+    assert "--sign" not in crypto.encrypt_argv(HOME, ["AAAA"])
+    assert "--skip-verify" in crypto.decrypt_argv(HOME)  # a backup let through unsigned: nothing to check
+    assert "--status-file" in crypto.decrypt_argv(HOME, status_file=HOME / "s")

@@ -1,4 +1,4 @@
-"""Backup wall time to each target, against pg_dump alone and against a naive ``pg_dump | gpg``."""
+"""Backup wall time to each target, signed, against pg_dump alone and against a naive ``pg_dump | gpg``."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ def run(bench: Bench) -> list[Figure]:
     for scheme in TARGETS:
         seconds = values(samples[scheme], "s")
         rss = statistics.median(values(samples[scheme], "peak_rss_mib"))
-        notes = (f"runner's peak RSS {rss:.1f} MiB; CPU time (the server's not counted): runner, pg_dump and gpg "
+        notes = (f"the runner signs as it encrypts (one gpg pass); its peak RSS {rss:.1f} MiB; "
+                 f"CPU time (the server's not counted): runner, pg_dump and gpg "
                  f"{cpu[scheme]:.1f} s, pg_dump alone {cpu['pg_dump']:.1f} s, naive pipeline {cpu['naive']:.1f} s")
         figures.append(Figure(
             row="backup", name=f"backup wall time, {scheme}://", unit="s", candidate=seconds,

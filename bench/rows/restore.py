@@ -67,6 +67,7 @@ def _runner(bench: Bench) -> Sample:
     prepared = bench.prepared_backup
     with _new_database(bench) as name:
         env = {"REMORA_TARGET_URL": prepared.url, "REMORA_GPG_PRIVATE_KEY": bench.servers.key.private,
+               "REMORA_GPG_SIGNERS": bench.servers.signer.public,
                "RESTORE_URL": bench.cluster.url(name)}
         restore = runner("restore", prepared.id, "--to", "RESTORE_URL", env=env, timeout=bench.timeout(bench.main_size))
     return {"s": restore.seconds, "cpu_s": restore.cpu_seconds}

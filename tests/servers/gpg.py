@@ -84,10 +84,26 @@ def escrow_key(tmp_path_factory) -> GpgKey:
     stop_agent(key.home)
 
 
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory) -> GpgKey:
+    """The helper app's signing key: ed25519, sign only, no passphrase (the config vars beside it hold the key)."""
+    key = make_key(tmp_path_factory.mktemp("gpg") / "signer", "Acme backup signer <signer@example.com>",
+                   algo="ed25519", usage="sign")
+    yield key
+    stop_agent(key.home)
+
+
+def signing_env(key: GpgKey) -> dict[str, str]:
+    """Sign backups with ``key``, and accept only backups it signed."""
+    return {"REMORA_GPG_SIGNING_KEY": key.private, "REMORA_GPG_SIGNERS": key.public,
+            **({"REMORA_GPG_SIGNING_PASSPHRASE": key.passphrase} if key.passphrase else {})}
+
+
 @pytest.fixture
-def gpg_env(gpg_key) -> dict[str, str]:
-    """What the runner needs to encrypt to, and to decrypt from, the customer's key."""
-    return {"REMORA_GPG_PUBLIC_KEYS": gpg_key.public, "REMORA_GPG_PRIVATE_KEY": gpg_key.private}
+def gpg_env(gpg_key, signing_key) -> dict[str, str]:
+    """What the runner needs to encrypt to, and to decrypt from, the customer's key; backups signed and checked."""
+    return {"REMORA_GPG_PUBLIC_KEYS": gpg_key.public, "REMORA_GPG_PRIVATE_KEY": gpg_key.private,
+            **signing_env(signing_key)}
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +115,8 @@ def odd_keys(tmp_path_factory) -> dict[str, GpgKey]:
         "sign-only": make_key(base / "sign", "Signer <sign@example.com>", algo="ed25519", usage="sign"),
         "expiring": make_key(base / "expiring", "Expiring <soon@example.com>", expire="10d"),
         "revoked": make_key(base / "revoked", "Revoked <gone@example.com>"),
+        "weak": make_key(base / "weak", "Weak <weak@example.com>", algo="rsa1024", usage="sign,encr"),
+        "rsa2048": make_key(base / "rsa2048", "Old RSA <rsa2048@example.com>", algo="rsa2048", usage="sign,encr"),
     }
     yield {**made, "revoked": dataclasses.replace(made["revoked"], public=revoked(made["revoked"]))}
     for key in made.values():
