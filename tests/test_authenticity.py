@@ -21,7 +21,7 @@ from werkzeug.serving import make_server
 
 from runner import catalog
 from runner.manifest import Manifest
-from tests.controlplane import make_resource
+from tests.controlplane import make_resource, work
 from tests.helpers import PG_BIN, base_env, libpq_env, ok, pg_restore_spy, remora, target_folder
 from tests.servers.gpg import GpgKey, make_key, signing_env, stop_agent
 from tests.servers.util import free_port, serving
@@ -223,10 +223,11 @@ def test_restore_says_what_it_restores_before_it_does(real, target):
     assert result.stderr.index("event=restoring") < result.stderr.index("restore complete")
 
 
-def report_run(client, resource: dict, token: str, launcher, *, backup_id: str, sha256: str) -> str:
-    """A run of ``resource`` through the API, reporting the backup as the runner does; its id."""
+def report_run(client, app, resource: dict, token: str, launcher, *, backup_id: str, sha256: str) -> str:
+    """A run of ``resource`` through the API, launched, reporting the backup as the runner does; its id."""
     answer = client.post(f"/api/v1/resources/{resource['id']}/backups", headers={"Authorization": f"Bearer {token}"})
     run = answer.json["run"]
+    work(app, launcher)
     done = client.post(f"/api/v1/runs/{run['id']}/events",
                        headers={"Authorization": f"Bearer {launcher.specs[-1].run_token}"},
                        json={"type": "succeeded", "backup_id": backup_id, "dump_bytes": 1, "encrypted_bytes": 1,
@@ -238,7 +239,7 @@ def report_run(client, resource: dict, token: str, launcher, *, backup_id: str, 
 def test_the_control_planes_record_is_a_second_witness(real, target, app, client, launcher):
     recorded, token = make_resource(app)
     never, never_token = make_resource(app)
-    run_id = report_run(client, recorded, token, launcher, backup_id=real.manifest.id, sha256=real.manifest.sha256)
+    run_id = report_run(client, app, recorded, token, launcher, backup_id=real.manifest.id, sha256=real.manifest.sha256)
     port = free_port()
     api = f"http://127.0.0.1:{port}/api/v1/resources"
     with serving(make_server("127.0.0.1", port, app, threaded=True)):
@@ -248,7 +249,7 @@ def test_the_control_planes_record_is_a_second_witness(real, target, app, client
         unknown = ok(remora("verify", "latest", env={**env, "REMORA_API_URL": f"{api}/{never['id']}",
                                                      "REMORA_API_TOKEN": never_token})).stderr
         assert f"the control plane has no record of backup {real.manifest.id}" in unknown
-        report_run(client, recorded, token, launcher, backup_id=real.manifest.id, sha256="ab" * 32)
+        report_run(client, app, recorded, token, launcher, backup_id=real.manifest.id, sha256="ab" * 32)
         contradicted = remora("restore", "latest", "--to", "TO_URL", env=env)
     assert contradicted.returncode == 7
     assert f"the control plane recorded backup {real.manifest.id} with SHA-256 abababab" in contradicted.stderr
