@@ -252,6 +252,8 @@ def _routes(resource_id, api_token: str, run_id, run_token: str) -> list[tuple[s
     return [
         ("POST", backups, f"/api/v1/resources/{resource_id}/backups", api, False),
         ("GET", backups, f"/api/v1/resources/{resource_id}/backups", api, False),
+        ("GET", backups + "/<backup_id>", f"/api/v1/resources/{resource_id}/backups/20261127T214800Z-3f9a2c", api,
+         False),
         ("GET", "/api/v1/runs/<uuid:run_id>", f"/api/v1/runs/{run_id}", api, False),
         ("POST", "/api/v1/runs/<uuid:run_id>/events", f"/api/v1/runs/{run_id}/events",
          {"Authorization": f"Bearer {run_token}"}, True),
