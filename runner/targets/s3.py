@@ -43,12 +43,9 @@ from runner.errors import (
     UsageError,
 )
 from runner.targets.base import MIB, Leftover, ObjectInfo, Target, Upload
+from runner.targets.parts import MAX_PARTS, part_size
 
 log = structlog.get_logger()
-
-MAX_PARTS = 10_000
-MAX_PART_SIZE = 5 * 1024 * MIB
-PARTS_PER_STEP = 1_000  # part size doubles after every this many parts
 
 _TRANSIENT_CODES = {
     "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeoutException",
@@ -351,15 +348,6 @@ class _BodyReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
-
-
-def part_size(base: int, number: int) -> int:
-    """Bytes in part ``number``: ``base`` for parts 1-1000, doubling every 1000 more, up to 5 GiB.
-
-    A stream of unknown length can't pick its part size up front; growing it keeps even a
-    multi-terabyte dump under S3's 10,000 parts while small dumps keep small parts.
-    """
-    return min(base * 2 ** ((number - 1) // PARTS_PER_STEP), MAX_PART_SIZE)
 
 
 def _sha256(data: bytes) -> str:
