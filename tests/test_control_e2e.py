@@ -1,15 +1,20 @@
-"""End to end: remora-control (web and clock) with the local launcher makes a real backup on an HTTP trigger."""
+"""End to end: remora-control (web and clock) with the local launcher makes a real backup on an HTTP trigger, to a
+target of the customer's own or to the add-on's storage."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import requests
 
-from tests.controlplane import REPO, control_argv, control_env, start_web
-from tests.helpers import ok
+from tests.controlplane import REPO, connect, control_argv, control_env, start_web
+from tests.helpers import PG_BIN, base_env, dump_sql, libpq_env, ok, remora
+from tests.procs import with_marker
 from tests.servers.seaweed import PREFIX
 from tests.servers.util import free_port
 
@@ -62,3 +67,96 @@ def test_trigger_over_http_makes_a_real_backup(pg_cluster, database_env, gpg_env
     assert run["bytes"] == manifest["encrypted_bytes"]
     assert "backup complete" in log  # the runner's own log went there too, so the next line means something
     assert resource["api_token"] not in log
+
+
+def _runner_of(run_id: str, timeout: float = 60) -> tuple[bytes, bytes]:
+    """The environment and argv of the running runner of ``run_id``, read from /proc while it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in with_marker(f"REMORA_RUN_ID={run_id}"):
+            proc = Path("/proc") / str(pid)
+            with contextlib.suppress(OSError):
+                return (proc / "environ").read_bytes(), (proc / "cmdline").read_bytes()
+        time.sleep(0.005)
+    raise AssertionError(f"no runner of run {run_id} was seen running")
+
+
+def test_a_managed_run_holds_no_storage_secret_and_the_customer_restores_it(
+        pg_cluster, database, database_env, gpg_env, gpg_key, s3_server, storage_config, tmp_path):
+    env = control_env(pg_cluster.url(pg_cluster.create_database(sample=False)))
+    ok(subprocess.run(control_argv("migrate"), env=env, cwd=REPO, capture_output=True, text=True))
+    created = ok(subprocess.run(control_argv("resource", "create", "--app", "demo-helper", "--plan", "standard"),
+                                env=env, cwd=REPO, capture_output=True, text=True))
+    resource = json.loads(created.stdout)
+    port = free_port()
+    storage = {"REMORA_STORAGE_URL": storage_config["STORAGE_URL"], "REMORA_STORAGE_LOCK_DAYS": "1",
+               "REMORA_STORAGE_ENDPOINT_URL": storage_config["STORAGE_ENDPOINT_URL"],
+               "REMORA_STORAGE_REGION": storage_config["STORAGE_REGION"],
+               "REMORA_STORAGE_ACCESS_KEY_ID": storage_config["STORAGE_ACCESS_KEY_ID"],
+               "REMORA_STORAGE_SECRET_ACCESS_KEY": storage_config["STORAGE_SECRET_ACCESS_KEY"]}
+    api = {"REMORA_API_URL": f"http://127.0.0.1:{port}/api/v1/resources/{resource['id']}",
+           "REMORA_API_TOKEN": resource["api_token"]}
+    # the helper app's config vars (no target of its own) beside the control plane's, as the local launcher passes them
+    web_env = {**env, **storage, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_env["REMORA_GPG_PUBLIC_KEYS"], **api,
+               "PORT": str(port), "REMORA_LAUNCHER": "local", "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}"}
+    web = start_web(web_env, port)
+    clock = subprocess.Popen(control_argv("clock"), env=web_env, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        backups = f"{api['REMORA_API_URL']}/backups"
+        headers = {"Authorization": f"Bearer {resource['api_token']}"}
+        answer = requests.post(backups, headers=headers, timeout=10)
+        assert answer.status_code == 202, answer.text
+        environ, argv = _runner_of(answer.json()["run"]["id"])
+        run = _wait_for_end(backups, headers)
+
+        assert run["state"] == "succeeded", run
+        for name in ("REMORA_STORAGE_ACCESS_KEY_ID", "REMORA_STORAGE_SECRET_ACCESS_KEY", "REMORA_STORAGE_URL"):
+            assert storage[name].encode() not in argv + environ, name
+        assert not [v for v in environ.split(b"\0") if v.startswith(b"REMORA_STORAGE_")]
+        assert api["REMORA_API_TOKEN"].encode() in environ, "the run holds the helper app's API token"
+        bucket, prefix = storage_config["STORAGE_URL"].removeprefix("s3://").split("/", 1)
+        admin = s3_server.client()
+        keys = [o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+        assert sorted(k.rsplit(".", 2)[-2] + "." + k.rsplit(".", 1)[-1] for k in keys) == ["dump.gpg", "manifest.json"]
+        assert all(k.startswith(f"{prefix}/{resource['id']}/{database}/") for k in keys)
+        taken = datetime.datetime.fromisoformat(run["created_at"])
+        for key in keys:  # locked a day from the backup, against everyone
+            head = admin.head_object(Bucket=bucket, Key=key)
+            assert head["ObjectLockMode"] == "COMPLIANCE"
+            assert head["ObjectLockRetainUntilDate"] >= taken + datetime.timedelta(days=1)
+        with connect(env["DATABASE_URL"]) as conn:
+            committed = conn.execute("select committed_at, sha256 from runs").fetchone()
+        assert committed["committed_at"] is not None and committed["sha256"] == run["backup"]["sha256"]
+
+        # the customer's side: the add-on's URL and token, and the private key, nothing of the storage's
+        customer = {**api, "REMORA_GPG_PRIVATE_KEY": gpg_key.private}
+        checked = ok(remora("check", env={**database_env, **customer, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public}))
+        assert "target      ok    the add-on's storage: 2 objects" in checked.stdout
+        restored = pg_cluster.create_database(sample=False)
+        ok(remora("restore", "latest", "--to", "TO_URL", env={**customer, "TO_URL": pg_cluster.url(restored)}))
+        [archive] = [k.split(f"{resource['id']}/", 1)[1] for k in keys if k.endswith(".dump.gpg")]
+        link = requests.get(f"{api['REMORA_API_URL']}/storage/objects/{archive}", headers=headers, timeout=10).json()
+        (tmp_path / "backup.dump.gpg").write_bytes(requests.get(link["url"], timeout=30).content)
+    finally:
+        web.terminate()
+        clock.terminate()
+        log = web.communicate(timeout=30)[0] + clock.communicate(timeout=30)[0]
+    assert storage["REMORA_STORAGE_SECRET_ACCESS_KEY"] not in log
+    by_hand = pg_cluster.create_database(sample=False)
+    _plain_restore(gpg_key, tmp_path / "backup.dump.gpg", pg_cluster, by_hand)
+    source = dump_sql(pg_cluster.url(database))
+    assert dump_sql(pg_cluster.url(restored)) == source
+    assert dump_sql(pg_cluster.url(by_hand)) == source
+
+
+def _plain_restore(gpg_key, archive: Path, cluster, dbname: str) -> None:
+    """``gpg --decrypt FILE | pg_restore``, as a customer does with nothing of this project."""
+    gpg = subprocess.Popen(["gpg", "--homedir", str(gpg_key.home), "--batch", "--decrypt", str(archive)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    pg_restore = subprocess.run([str(PG_BIN / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
+                                 "--dbname", dbname], stdin=gpg.stdout,
+                                env={**base_env(), **libpq_env(cluster.url(dbname))}, capture_output=True, text=True)
+    gpg.stdout.close()
+    assert gpg.wait() == 0
+    assert pg_restore.returncode == 0, pg_restore.stderr

@@ -1,0 +1,96 @@
+"""The add-on's storage in tests: a control plane serving its API on a free port, over the managed bucket.
+
+Fixtures:
+    managed_plane  (function) the running control plane, with helpers for resources, runs and their variables
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+from werkzeug.serving import make_server
+
+from control import clock, create_app, resources, runs
+from control.store import Store
+from runner.config import Config
+from runner.targets import Target, open_target
+from tests.controlplane import SECRET_KEY, SSO_SALT
+from tests.servers.util import free_port, serving
+
+SMALL_PARTS = {"REMORA_S3_PART_SIZE_MB": "5", "REMORA_S3_CONCURRENCY": "2"}
+
+
+@dataclasses.dataclass
+class ManagedPlane:
+    url: str
+    app: object  # the Flask app
+
+    @property
+    def pool(self):
+        return self.app.extensions["remora.pool"]
+
+    @property
+    def store(self) -> Store:
+        return self.app.extensions["remora.store"]
+
+    def resource(self, *, plan: str = "managed", **settings) -> tuple[dict, str]:
+        """A resource and its API token."""
+        with self.pool.connection() as conn:
+            return resources.create(conn, app="helper-app", plan=plan, **settings)
+
+    def run(self, resource: dict) -> tuple[dict, str]:
+        """A run of ``resource`` as a trigger makes it (nothing launched), and its token."""
+        with self.pool.connection() as conn:
+            return runs.create(conn, resource, trigger="api", time_to_live=3600)
+
+    def run_env(self, run: dict, token: str) -> dict[str, str]:
+        """What a launched run holds from the control plane."""
+        return {"REMORA_CONTROL_URL": self.url, "REMORA_RUN_ID": str(run["id"]), "REMORA_RUN_TOKEN": token}
+
+    def api_env(self, resource: dict, api_token: str) -> dict[str, str]:
+        """The add-on's config vars on the helper app."""
+        return {"REMORA_API_URL": f"{self.url}/api/v1/resources/{resource['id']}", "REMORA_API_TOKEN": api_token}
+
+    def target(self, env: dict[str, str]) -> Target:
+        """The runner's view of the add-on's storage with ``env``'s credentials."""
+        return open_target(Config.from_env({**SMALL_PARTS, "REMORA_RETRY_BACKOFF_MAX": "0.1", **env}))
+
+
+@pytest.fixture
+def managed_plane(control_db, launcher, storage_config) -> Iterator[ManagedPlane]:
+    port = free_port()
+    app = create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": launcher,
+                      "CONTROL_URL": f"http://127.0.0.1:{port}", "HEROKU_SSO_SALT": SSO_SALT, **storage_config})
+    with serving(make_server("127.0.0.1", port, app, threaded=True)):
+        yield ManagedPlane(f"http://127.0.0.1:{port}", app)
+    app.extensions["remora.pool"].close()
+
+
+def clock_pass(app) -> None:
+    """One pass of the clock over ``app``'s database and storage, as `remora-control clock` makes them."""
+    extensions = app.extensions
+    clock.tick(extensions["remora.pool"], extensions["remora.launcher"], app.config, extensions["remora.store"])
+
+
+def bucket_state(client, storage_url: str) -> dict:
+    """Everything under the add-on's prefix, byte for byte: each version's size, SHA-256 and lock; open uploads."""
+    parts = urlsplit(storage_url)
+    bucket, prefix = parts.netloc, parts.path.strip("/") + "/"
+    listed = client.list_object_versions(Bucket=bucket, Prefix=prefix)
+    state = {}
+    for item in (*listed.get("Versions", ()), *listed.get("DeleteMarkers", ())):
+        held = {"Bucket": bucket, "Key": item["Key"], "VersionId": item["VersionId"]}
+        if "Size" in item:
+            body = client.get_object(**held)["Body"].read()
+            head = client.head_object(**held)
+            state[(item["Key"], item["VersionId"])] = (
+                len(body), hashlib.sha256(body).hexdigest(), head.get("ObjectLockMode"),
+                head.get("ObjectLockRetainUntilDate"))
+        else:
+            state[(item["Key"], item["VersionId"])] = "delete marker"
+    uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    return {"versions": state, "uploads": sorted((u["Key"], u["UploadId"]) for u in uploads)}
