@@ -6,6 +6,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import Iterator
@@ -60,14 +61,23 @@ class ManagedPlane:
         return open_target(Config.from_env({**SMALL_PARTS, "REMORA_RETRY_BACKOFF_MAX": "0.1", **env}))
 
 
+@contextlib.contextmanager
+def serving_control_plane(database_url: str, launcher, storage: dict) -> Iterator[ManagedPlane]:
+    """The control plane with the add-on's storage, its API served on a free port from a thread."""
+    port = free_port()
+    app = create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": database_url, "LAUNCHER": launcher,
+                      "CONTROL_URL": f"http://127.0.0.1:{port}", "HEROKU_SSO_SALT": SSO_SALT, **storage})
+    try:
+        with serving(make_server("127.0.0.1", port, app, threaded=True)):
+            yield ManagedPlane(f"http://127.0.0.1:{port}", app)
+    finally:
+        app.extensions["remora.pool"].close()
+
+
 @pytest.fixture
 def managed_plane(control_db, launcher, storage_config) -> Iterator[ManagedPlane]:
-    port = free_port()
-    app = create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": launcher,
-                      "CONTROL_URL": f"http://127.0.0.1:{port}", "HEROKU_SSO_SALT": SSO_SALT, **storage_config})
-    with serving(make_server("127.0.0.1", port, app, threaded=True)):
-        yield ManagedPlane(f"http://127.0.0.1:{port}", app)
-    app.extensions["remora.pool"].close()
+    with serving_control_plane(control_db, launcher, storage_config) as plane:
+        yield plane
 
 
 def clock_pass(app) -> None:

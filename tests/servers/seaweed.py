@@ -261,14 +261,18 @@ def s3_target_env(s3_server, s3_bucket) -> dict[str, str]:
     return {**s3_env(s3_server, s3_bucket), "REMORA_S3_PART_SIZE_MB": "5", "REMORA_S3_CONCURRENCY": "2"}
 
 
-@pytest.fixture
-def storage_config(s3_server) -> dict:
+def managed_storage(server: S3Server) -> dict:
     """The control plane's settings for the add-on's storage: a fresh prefix of the managed bucket, locked a day."""
     return {
         "STORAGE_URL": f"s3://{MANAGED_BUCKET}/managed-{secrets.token_hex(4)}",
-        "STORAGE_ENDPOINT_URL": s3_server.endpoint_url,
+        "STORAGE_ENDPOINT_URL": server.endpoint_url,
         "STORAGE_REGION": REGION,
-        "STORAGE_ACCESS_KEY_ID": s3_server.provider_key,
-        "STORAGE_SECRET_ACCESS_KEY": s3_server.provider_secret,
+        "STORAGE_ACCESS_KEY_ID": server.provider_key,
+        "STORAGE_SECRET_ACCESS_KEY": server.provider_secret,
         "STORAGE_LOCK": datetime.timedelta(days=1),
     }
+
+
+@pytest.fixture
+def storage_config(s3_server) -> dict:
+    return managed_storage(s3_server)
