@@ -40,13 +40,16 @@ def store_backup(plane, resource: dict, *, data: bytes = b"ciphertext", label: s
         upload = target.begin(catalog.archive_key(label, backup_id))
         upload.send(1, data)
         upload.complete()
-        stamp = f"{datetime.datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
-        target.put(catalog.manifest_key(label, backup_id), Manifest(
-            id=backup_id, label=label, database=label, server_version="15.0", pg_dump_version=15,
-            archive_format="custom", compression="1", recipients=[], dump_bytes=0, encrypted_bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(), started_at=stamp, finished_at=stamp, runner_version="test",
-        ).to_bytes())
+        target.put(catalog.manifest_key(label, backup_id), manifest_of(backup_id, data, label=label).to_bytes())
     return catalog.manifest_key(label, backup_id)
+
+
+def manifest_of(backup_id: str, data: bytes, *, label: str = "shop") -> Manifest:
+    """A manifest for an archive holding ``data``."""
+    stamp = f"{datetime.datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+    return Manifest(id=backup_id, label=label, database=label, server_version="15.0", pg_dump_version=15,
+                    archive_format="custom", compression="1", recipients=[], dump_bytes=0, encrypted_bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(), started_at=stamp, finished_at=stamp, runner_version="test")
 
 
 def keys_in(client, storage_url: str, resource: dict) -> list[str]:
@@ -182,11 +185,12 @@ def test_the_clock_deletes_what_the_policy_drops_and_after_the_grace_never_what_
     target = store.target(kept_by_policy["id"])
     now = f"{datetime.datetime.now(UTC):%Y-%m-%dT%H:%M}"
     ids = {name: craft_backup(target, "shop", when) for name, (when, _) in {**CRAFTED, "newest": (now, "")}.items()}
-    locked_id = catalog.new_id(datetime.datetime(2019, 5, 1, tzinfo=UTC))  # no policy keeps it; its lock does
-    locked = catalog.manifest_key("shop", locked_id)
-    briefly.put(kept_by_policy["id"], locked, b"{}", taken=catalog.id_time(locked_id))
+    # no policy keeps this one; the lock on its archive does, and so the whole backup stays
+    locked_id = craft_backup(target, "shop", "2019-05-01T10:00")
+    locked = catalog.archive_key("shop", locked_id)
+    briefly.put(kept_by_policy["id"], locked, b"stand-in ciphertext", taken=catalog.id_time(locked_id))
     craft_backup(store.target(gone["id"]), "shop", "2020-01-01T10:00")
-    briefly.put(gone["id"], locked, b"{}", taken=catalog.id_time(locked_id))
+    briefly.put(gone["id"], locked, b"stand-in ciphertext", taken=catalog.id_time(locked_id))
     with plane.pool.connection() as conn:
         conn.execute("insert into runs (id, resource_id, trigger, token_hash, time_to_live, storage_label, storage_id)"
                      " values (gen_random_uuid(), %s, 'api', '\\x00', 60, 'shop', %s)", (gone["id"], locked_id))
@@ -204,14 +208,15 @@ def test_the_clock_deletes_what_the_policy_drops_and_after_the_grace_never_what_
     policy_keeps = {ids["newest"]} | {ids[name] for name, (_, reason) in CRAFTED.items() if reason}
     expected = {catalog.archive_key("shop", i) for i in policy_keeps} | {
         catalog.manifest_key("shop", i) for i in policy_keeps}
-    assert listed(kept_by_policy) == expected | {locked}
+    whole = {locked, catalog.manifest_key("shop", locked_id)}
+    assert listed(kept_by_policy) == expected | whole
     assert len(listed(gone)) == 3, "kept through the grace period"
 
-    for version in store.versions(kept_by_policy["id"], locked):  # not even the control plane's credentials
-        with pytest.raises(StorageError, match="access denied"):
-            store.delete(kept_by_policy["id"], [version])
+    [held] = [v for v in store.versions(kept_by_policy["id"], locked) if v.locked_until is not None]
+    with pytest.raises(StorageError, match="access denied"):  # not even with the control plane's credentials
+        store.delete(kept_by_policy["id"], [held])
     clock_pass(grace_days=1)
-    assert listed(kept_by_policy) == expected | {locked}
+    assert listed(kept_by_policy) == expected | whole
     assert listed(gone) == {locked}, "deleted after the grace period, but what is locked"
 
     time.sleep(max(0.0, max(v.locked_until for v in store.versions(gone["id"])).timestamp() - time.time() + 0.5))
@@ -266,20 +271,33 @@ def test_the_api_refuses_what_a_run_may_not_write(managed_plane, app):
     assert start(archive.replace(backup_id, catalog.new_id(datetime.datetime.now(UTC)))).status_code == 409
 
     grant = f"{writes}/uploads/{upload}/parts"
-    good = {"size": 10, "sha256": base64.b64encode(b"\0" * 32).decode()}
+    data = b"0123456789"
+    good = {"size": len(data), "sha256": base64.b64encode(hashlib.sha256(data).digest()).decode()}
     for number, body in ((0, good), (10_001, good), (1, {**good, "size": -1}), (1, {**good, "sha256": "AAAA"}),
                          (1, {**good, "size": 6 * 1024**3})):
         assert client.post(f"{grant}/{number}", headers=auth, json=body).status_code == 400, (number, body)
     assert client.post(f"{writes}/uploads/{uuid.uuid4()}/parts/1", headers=auth, json=good).status_code == 404
-    assert client.post(f"{grant}/1", headers=auth, json=good).status_code == 200
+    part = client.post(f"{grant}/1", headers=auth, json=good).json
+    assert client.put(f"{writes}/objects/{manifest}", headers=auth,  # the archive is not complete yet
+                      data=manifest_of(backup_id, data).to_bytes()).status_code == 409
+    assert requests.put(part["url"], data=data, headers=part["headers"], timeout=10).status_code == 200
+    assert client.post(f"{writes}/uploads/{upload}/complete", headers=auth,
+                       json={"parts": 1, "bytes": len(data)}).status_code == 200
 
-    stamp = f"{datetime.datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
-    body = Manifest(id=backup_id, label="shop", database="shop", server_version="15.0", pg_dump_version=15,
-                    archive_format="custom", compression="1", recipients=[], dump_bytes=0, encrypted_bytes=10,
-                    sha256="0" * 64, started_at=stamp, finished_at=stamp, runner_version="test")
-    assert client.put(f"{writes}/objects/{manifest}", headers=auth, data=body.to_bytes()).status_code == 409
-    other_label = dataclasses.replace(body, label="crm").to_bytes()
-    assert client.put(f"{writes}/objects/{manifest}", headers=auth, data=other_label).status_code == 400
+    def commit(body: bytes):
+        return client.put(f"{writes}/objects/{manifest}", headers=auth, data=body).status_code
+
+    assert commit(manifest_of(backup_id, data + b"!").to_bytes()) == 409  # not the archive's size
+    assert commit(manifest_of(backup_id, data, label="crm").to_bytes()) == 400  # another backup's
+    assert commit(manifest_of(backup_id, data).to_bytes()) == 201
+    assert commit(manifest_of(backup_id, data).to_bytes()) == 200  # said again: done already
+    with plane.pool.connection() as conn:  # as if the control plane's database had lost the claim
+        conn.execute("update runs set storage_label = null, storage_id = null where id = %s", (run["id"],))
+    later, later_token = plane.run(resource)
+    again = client.post(f"/api/v1/runs/{later['id']}/storage/uploads", json={"key": archive},
+                        headers={"Authorization": f"Bearer {later_token}"})
+    assert again.status_code == 409 and "stored already" in again.json["error"]
+    assert start(archive.replace(backup_id, catalog.new_id(datetime.datetime.now(UTC)))).status_code == 409
 
     byo, _ = plane.resource(plan="byo")
     byo_run, byo_token = plane.run(byo)
@@ -288,7 +306,7 @@ def test_the_api_refuses_what_a_run_may_not_write(managed_plane, app):
     assert refused.status_code == 409 and "set REMORA_TARGET_URL" in refused.json["error"]
     with plane.pool.connection() as conn:
         conn.execute("update runs set state = 'failed', finished_at = now() where id = %s", (run["id"],))
-    assert client.post(f"{grant}/1", headers=auth, json=good).status_code == 403
+    assert client.post(f"{grant}/2", headers=auth, json=good).status_code == 403
 
     unconfigured, _ = make_resource(app, plan="managed")  # the same database, served without the storage
     other_run, other_token = plane.run(unconfigured)
