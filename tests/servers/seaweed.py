@@ -273,6 +273,12 @@ def managed_storage(server: S3Server) -> dict:
     }
 
 
+def storage_variables(config: dict) -> dict[str, str]:
+    """The same settings as the control plane's environment has them (REMORA_STORAGE_*)."""
+    return {**{f"REMORA_{key}": value for key, value in config.items() if key != "STORAGE_LOCK"},
+            "REMORA_STORAGE_LOCK_DAYS": str(config["STORAGE_LOCK"].days)}
+
+
 @pytest.fixture
 def storage_config(s3_server) -> dict:
     return managed_storage(s3_server)
