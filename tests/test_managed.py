@@ -26,7 +26,7 @@ from runner.errors import StorageError
 from runner.manifest import Manifest
 from tests.controlplane import make_resource, sso_form
 from tests.helpers import craft_backup, ok, remora
-from tests.managed import SMALL_PARTS, bucket_state
+from tests.managed import bucket_state
 from tests.test_prune import CRAFTED, POLICY
 
 UTC = datetime.timezone.utc
@@ -50,42 +50,6 @@ def manifest_of(backup_id: str, data: bytes, *, label: str = "shop") -> Manifest
     return Manifest(id=backup_id, label=label, database=label, server_version="15.0", pg_dump_version=15,
                     archive_format="custom", compression="1", recipients=[], dump_bytes=0, encrypted_bytes=len(data),
                     sha256=hashlib.sha256(data).hexdigest(), started_at=stamp, finished_at=stamp, runner_version="test")
-
-
-def keys_in(client, storage_url: str, resource: dict) -> list[str]:
-    bucket, prefix = storage_url.removeprefix("s3://").split("/", 1)
-    listed = client.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents", [])
-    return sorted(o["Key"].removeprefix(f"{prefix}/{resource['id']}/") for o in listed)
-
-
-def test_a_run_stores_its_backup_locked_and_the_customer_reads_it(managed_plane, database_env, gpg_env, s3_server,
-                                                                  storage_config):
-    resource, api_token = managed_plane.resource()
-    run, token = managed_plane.run(resource)
-    customer = {**gpg_env, **managed_plane.api_env(resource, api_token)}
-    env = {**database_env, **customer, **SMALL_PARTS, **managed_plane.run_env(run, token)}
-    backup_id = ok(remora("backup", env=env)).stdout.strip()
-
-    label = json.loads(ok(remora("list", "--json", env=customer)).stdout)[0]["label"]
-    admin = s3_server.client()
-    bucket, prefix = storage_config["STORAGE_URL"].removeprefix("s3://").split("/", 1)
-    assert keys_in(admin, storage_config["STORAGE_URL"], resource) == [
-        catalog.archive_key(label, backup_id), catalog.manifest_key(label, backup_id)]
-    taken = catalog.id_time(backup_id)
-    for key in (catalog.archive_key(label, backup_id), catalog.manifest_key(label, backup_id)):
-        head = admin.head_object(Bucket=bucket, Key=f"{prefix}/{resource['id']}/{key}")
-        assert head["ObjectLockMode"] == "COMPLIANCE"
-        assert head["ObjectLockRetainUntilDate"] >= taken + storage_config["STORAGE_LOCK"]
-    with managed_plane.pool.connection() as conn:
-        recorded = conn.execute("select * from runs where id = %s", (run["id"],)).fetchone()
-    assert recorded["committed_at"] is not None and recorded["state"] == "succeeded"
-    assert ok(remora("verify", "latest", env=customer))
-    checked = ok(remora("check", env={**database_env, **customer})).stdout
-    assert "target      ok    the add-on's storage: 2 objects" in checked
-
-    again = remora("backup", env=env)  # the run has ended: its token writes nothing more
-    assert again.returncode == 6 and "run has ended (succeeded)" in again.stderr
-    assert "prune" in remora("prune", "--keep", "daily=1", env=customer).stderr  # the add-on prunes, not the customer
 
 
 def test_a_backup_replaced_in_the_bucket_is_not_the_one_the_add_on_recorded(managed_plane, gpg_env, s3_server,

@@ -79,7 +79,7 @@ def test_a_presigned_part_url_stores_only_the_bytes_its_checksum_names(s3_server
 def test_compliance_retention_holds_against_everyone_until_its_date(s3_server):
     admin, provider = s3_server.client(), s3_server.provider_client()
     folder = f"facts-{secrets.token_hex(4)}"
-    until = (datetime.datetime.now(UTC) + datetime.timedelta(seconds=4)).replace(microsecond=0)
+    until = (datetime.datetime.now(UTC) + datetime.timedelta(seconds=3)).replace(microsecond=0)
     lock = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
 
     # set by the control plane's own request, on the upload's start
