@@ -32,7 +32,7 @@ import urllib3
 from runner import catalog
 from runner.config import ADD_ON_STORAGE, LOOPBACK, Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
-from runner.targets.base import MIB, Leftover, ObjectInfo, Target, Upload
+from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
 from runner.targets.parts import MAX_PARTS, part_size
 
 log = structlog.get_logger()
@@ -69,8 +69,7 @@ class ManagedTarget(Target):
         self._api = api
         self.base_part_size = part_size
         self.max_in_flight = in_flight
-        self._open_uploads: set[_ManagedUpload] = set()
-        self._lock = threading.Lock()
+        self.open_uploads = OpenUploads()
 
     def call(self, who: str, method: str, path: str, *, action: str, body: bytes | None = None,
              document: dict | None = None, missing_ok: bool = False) -> dict:
@@ -167,20 +166,9 @@ class ManagedTarget(Target):
     def discard(self, leftover: Leftover) -> None:
         raise StorageError(f"cannot discard {leftover.key}: {_DELETES}")
 
-    def opened(self, upload: _ManagedUpload) -> None:
-        with self._lock:
-            self._open_uploads.add(upload)
-
-    def ended(self, upload: _ManagedUpload) -> None:
-        with self._lock:
-            self._open_uploads.discard(upload)
-
     def close(self) -> None:
         """Abort uploads left neither completed nor aborted, then release connections."""
-        with self._lock:
-            leftovers = list(self._open_uploads)
-        for upload in leftovers:
-            upload.abort()
+        self.open_uploads.abort_all()
         self.http.clear()
 
 
@@ -197,7 +185,7 @@ class _ManagedUpload(Upload):
         self._handle = started.get("upload")
         if not isinstance(self._handle, str) or not re.fullmatch(r"[0-9a-f-]{36}", self._handle):
             raise StorageError(f"the add-on started the upload of {key} but named it oddly")
-        target.opened(self)
+        target.open_uploads.add(self)
 
     def part_size(self, number: int) -> int:
         return part_size(self._target.base_part_size, number)
@@ -225,13 +213,13 @@ class _ManagedUpload(Upload):
         self._target.call("run", "POST", f"/uploads/{self._handle}/complete", action=f"complete {self._key}",
                           document={"parts": len(numbers), "bytes": total})
         self._finished = True
-        self._target.ended(self)
+        self._target.open_uploads.discard(self)
 
     def abort(self) -> None:
         if self._finished:
             return
         self._finished = True
-        self._target.ended(self)
+        self._target.open_uploads.discard(self)
         try:
             self._target.call("run", "DELETE", f"/uploads/{self._handle}", action=f"abort the upload of {self._key}")
         except Exception as e:  # noqa: BLE001 - abort runs while another error is on its way out; the add-on clears it later

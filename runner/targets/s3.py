@@ -42,7 +42,7 @@ from runner.errors import (
     TransientStorageError,
     UsageError,
 )
-from runner.targets.base import MIB, Leftover, ObjectInfo, Target, Upload
+from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
 from runner.targets.parts import MAX_PARTS, part_size
 
 log = structlog.get_logger()
@@ -114,9 +114,8 @@ class S3Target(Target):
         self.client = client
         self.base_part_size = part_size
         self.max_in_flight = in_flight
-        self._open_uploads: set[_S3Upload] = set()
+        self.open_uploads = OpenUploads()
         self.unsure_starts: set[str] = set()  # keys whose upload S3 may have started unanswered
-        self._lock = threading.Lock()
 
     def full_key(self, key: str) -> str:
         """The object's key in the bucket: the target's key under the URL's prefix."""
@@ -172,21 +171,9 @@ class S3Target(Target):
         with contextlib.suppress(ObjectNotFound), self.errors("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
 
-    def opened(self, upload: _S3Upload) -> None:
-        """Remember an upload that holds storage until it ends, so that close() can abort it."""
-        with self._lock:
-            self._open_uploads.add(upload)
-
-    def ended(self, upload: _S3Upload) -> None:
-        with self._lock:
-            self._open_uploads.discard(upload)
-
     def close(self) -> None:
         """Abort uploads left neither completed nor aborted, then release connections."""
-        with self._lock:
-            leftovers = list(self._open_uploads)
-        for upload in leftovers:
-            upload.abort()
+        self.open_uploads.abort_all()
         self.client.close()
 
     def leftovers(self, prefix: str = "") -> list[Leftover]:
@@ -246,7 +233,7 @@ class _S3Upload(Upload):
             raise
         # from here on the upload holds storage until aborted, so register it at once
         self._upload_id = created["UploadId"]
-        target.opened(self)
+        target.open_uploads.add(self)
 
     def part_size(self, number: int) -> int:
         return part_size(self._target.base_part_size, number)
@@ -286,7 +273,7 @@ class _S3Upload(Upload):
                 MultipartUpload={"Parts": parts},
             )
         self._finished = True
-        self._target.ended(self)
+        self._target.open_uploads.discard(self)
         if self._key in self._target.unsure_starts:
             self._abort_strays()
 
@@ -294,7 +281,7 @@ class _S3Upload(Upload):
         if self._finished:
             return
         self._finished = True
-        self._target.ended(self)
+        self._target.open_uploads.discard(self)
         try:
             with self._target.errors("abort the upload of", self._key):
                 self._target.client.abort_multipart_upload(
