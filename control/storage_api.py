@@ -29,6 +29,7 @@ from runner.targets.parts import MAX_PART_SIZE, MAX_PARTS
 
 bp = Blueprint("storage", __name__, url_prefix="/api/v1")
 MAX_BODY = 64 * 1024  # a manifest is about 1 KiB
+MAX_UPLOADS = 10  # uploads a run may start: one, and a few starts tried again after a lost answer
 SKEW = datetime.timedelta(minutes=5)  # how far a run's clock may be off from ours
 _BYO = "this resource's plan (byo) stores backups in your own target: set REMORA_TARGET_URL on the helper app"
 
@@ -113,6 +114,10 @@ def begin(run_id):
     file = _claim(run, key)
     if file.suffix != catalog.ARCHIVE_SUFFIX:
         abort(400, "only a backup's archive goes up in parts")
+    with db.pool().connection() as conn:
+        started = conn.execute("select count(*) as n from storage_uploads where run_id = %s", (run["id"],)).fetchone()
+    if started["n"] >= MAX_UPLOADS:
+        abort(409, f"this run has started {MAX_UPLOADS} uploads already")
     with storage_failures():
         if store().exists(resource["id"], key):
             abort(409, f"{key} is stored already")

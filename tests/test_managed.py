@@ -18,7 +18,7 @@ import uuid
 import pytest
 import requests
 
-from control import expiry, settings
+from control import expiry, settings, storage_api
 from control.launchers.local import LocalLauncher
 from control.store import Store
 from runner import catalog
@@ -233,6 +233,8 @@ def test_the_api_refuses_what_a_run_may_not_write(managed_plane, app):
     assert client.put(f"{writes}/objects/{manifest}", headers=auth, data=b"{}").status_code == 400
     upload = start(archive).json["upload"]
     assert start(archive.replace(backup_id, catalog.new_id(datetime.datetime.now(UTC)))).status_code == 409
+    strays = [start(archive).status_code for _ in range(storage_api.MAX_UPLOADS)]  # starts said again
+    assert strays == [201] * (storage_api.MAX_UPLOADS - 1) + [409]
 
     grant = f"{writes}/uploads/{upload}/parts"
     data = b"0123456789"
