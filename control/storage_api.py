@@ -72,11 +72,12 @@ def _json_body() -> dict:
     return body
 
 
-def _claim(run: dict, key: str) -> catalog.BackupFile:
-    """The backup ``key`` belongs to, claimed for ``run`` by its first write; 409 if it is another's."""
-    file = catalog.parse_key(key)
-    if file is None:
-        abort(400, "not the key of a backup's archive or manifest")
+def _claim(run: dict, key, *, suffix: str, what: str) -> catalog.BackupFile:
+    """The backup ``key`` (``what``: a backup's archive or manifest, by ``suffix``) belongs to, claimed for
+    ``run`` by its first write; 409 if it is another's."""
+    file = catalog.parse_key(key) if isinstance(key, str) else None
+    if file is None or file.suffix != suffix:
+        abort(400, f"the key is not that of {what}")
     now = datetime.datetime.now(datetime.timezone.utc)
     if not run["created_at"] - SKEW <= catalog.id_time(file.id) <= now + SKEW:
         abort(400, f"backup id {file.id} does not carry this run's time")
@@ -98,22 +99,18 @@ def storage_failures(*, missing: int = 503):
     """Answer a storage failure with 503 (the runner tries again), or ``missing`` for an object not found."""
     try:
         yield
-    except ObjectNotFound as e:
-        abort(missing, e.message)
+    except ObjectNotFound:
+        abort(missing, "no such object")
     except StorageError as e:
         current_app.logger.warning("the add-on's storage failed: %s", e.one_line())
-        abort(503, f"the add-on's storage failed: {e.message}")
+        abort(503, "the add-on's storage failed; try again later")
 
 
 @bp.post("/runs/<uuid:run_id>/storage/uploads")
 def begin(run_id):
     run, resource = writing_run(run_id)
     key = _json_body().get("key")
-    if not isinstance(key, str):
-        abort(400, "key must be a string")
-    file = _claim(run, key)
-    if file.suffix != catalog.ARCHIVE_SUFFIX:
-        abort(400, "only a backup's archive goes up in parts")
+    file = _claim(run, key, suffix=catalog.ARCHIVE_SUFFIX, what="a backup's archive (a manifest is stored whole)")
     with db.pool().connection() as conn:
         started = conn.execute("select count(*) as n from storage_uploads where run_id = %s", (run["id"],)).fetchone()
     if started["n"] >= MAX_UPLOADS:
@@ -200,8 +197,11 @@ def _abort_others(resource: dict, run: dict, *, keep) -> None:
         strays = conn.execute("select * from storage_uploads where run_id = %s and id <> %s and completed_at is null"
                               " and aborted_at is null", (run["id"], keep)).fetchall()
     for stray in strays:
-        with storage_failures():
+        try:
             store().abort(resource["id"], stray["key"], stray["upload_id"])
+        except StorageError as e:  # the backup is whole all the same; the clock aborts it once the run ends
+            current_app.logger.warning("aborting a stray upload of run %s failed: %s", run["id"], e.one_line())
+            continue
         _end_upload(stray, "aborted_at")
 
 
@@ -212,9 +212,7 @@ def commit(run_id, key):
     data = _body()
     if run["committed_at"] is not None and key == _manifest_key(run):
         return jsonify(key=key)  # the run tries again after an answer it never got
-    file = _claim(run, key)
-    if file.suffix != catalog.MANIFEST_SUFFIX:
-        abort(400, "only a backup's manifest is stored in one piece")
+    file = _claim(run, key, suffix=catalog.MANIFEST_SUFFIX, what="a backup's manifest (an archive goes up in parts)")
     try:
         manifest = Manifest.from_bytes(data, key=key)
     except RemoraError as e:
@@ -252,7 +250,7 @@ def reading_resource(resource_id) -> dict:
 def list_objects(resource_id):
     resource = reading_resource(resource_id)
     prefix = request.args.get("prefix", "")
-    if not re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*/?)*", prefix) or len(prefix) > 200:
+    if not _is_prefix(prefix):
         abort(400, "prefix must be a label, or a path below one")
     with storage_failures():
         found = store().objects(resource["id"], prefix)
@@ -279,6 +277,17 @@ def show_object(resource_id, key):
 def _public(info) -> dict:
     modified = info.modified.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
     return {"key": info.key, "size": info.size, "modified": modified}
+
+
+def _is_prefix(text: str) -> bool:
+    """Names that start with a letter or digit, between slashes (the last may be empty): nothing past a folder."""
+    if len(text) > 200:
+        return False
+    *folders, last = text.split("/")
+    return all(_NAME.fullmatch(name) for name in folders) and (last == "" or _NAME.fullmatch(last) is not None)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _count(value) -> bool:
