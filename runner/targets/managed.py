@@ -86,13 +86,16 @@ class ManagedTarget(Target):
             body, headers["Content-Type"] = json.dumps(document).encode(), "application/json"
         status, answer = self._request(method, base + path, body=body, headers=headers, action=action)
         if status == 404 and missing_ok:
-            raise ObjectNotFound(f"no object {path} in {ADD_ON_STORAGE}")
+            raise ObjectNotFound(f"no object {path.removeprefix('/objects/')} in {ADD_ON_STORAGE}")
         if status >= 300:
             raise _refusal(status, answer, f"the add-on could not {action}", control_plane=True)
         try:
-            return json.loads(answer) if answer else {}
-        except ValueError as e:
-            raise StorageError(f"the add-on answered {action} with something that is not JSON") from e
+            found = json.loads(answer) if answer else {}
+        except ValueError:
+            found = None
+        if not isinstance(found, dict):
+            raise StorageError(f"the add-on answered {action} with something that is not a JSON object")
+        return found
 
     def _request(self, method: str, url: str, *, action: str, **kwargs) -> tuple[int, bytes]:
         """(status, body) of one HTTP request, the body read up to a bound; no answer at all is transient."""
