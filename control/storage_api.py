@@ -13,14 +13,13 @@ import base64
 import binascii
 import contextlib
 import datetime
-import json
 import re
 import uuid
 
 import psycopg
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from control import api, db, resources, runs, tokens
+from control import api, db, inputs, resources, runs, tokens
 from control.store import Store
 from runner import catalog
 from runner.errors import ObjectNotFound, RemoraError, StorageError
@@ -28,7 +27,6 @@ from runner.manifest import Manifest
 from runner.targets.parts import MAX_PART_SIZE, MAX_PARTS
 
 bp = Blueprint("storage", __name__, url_prefix="/api/v1")
-MAX_BODY = 64 * 1024  # a manifest is about 1 KiB
 MAX_UPLOADS = 10  # uploads a run may start: one, and a few starts tried again after a lost answer
 SKEW = datetime.timedelta(minutes=5)  # how far a run's clock may be off from ours
 _BYO = "this resource's plan (byo) stores backups in your own target: set REMORA_TARGET_URL on the helper app"
@@ -36,8 +34,8 @@ _BYO = "this resource's plan (byo) stores backups in your own target: set REMORA
 
 def store() -> Store:
     found = current_app.extensions.get("remora.store")
-    if found is None:
-        abort(503, "the add-on's storage is not configured")
+    if found is None:  # the operator's to fix: asking again will not help
+        abort(409, "this add-on has no storage configured: use the byo plan, with REMORA_TARGET_URL")
     return found
 
 
@@ -56,20 +54,11 @@ def writing_run(run_id) -> tuple[dict, dict]:
     return run, resource
 
 
-def _body(limit: int = MAX_BODY) -> bytes:
-    if request.content_length is None or request.content_length > limit:
-        abort(413, f"the body must be at most {limit} bytes, with its length given")
+def _manifest_bytes() -> bytes:
+    """The request's body, of a length it gave (a manifest is about 1 KiB; the app refuses 64 KiB or more)."""
+    if request.content_length is None:
+        abort(411, "the manifest must come with its length")
     return request.get_data()
-
-
-def _json_body() -> dict:
-    try:
-        body = json.loads(_body())
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        abort(400, "the body must be a JSON object")
-    return body
 
 
 def _claim(run: dict, key, *, suffix: str, what: str) -> catalog.BackupFile:
@@ -109,7 +98,7 @@ def storage_failures(*, missing: int = 503):
 @bp.post("/runs/<uuid:run_id>/storage/uploads")
 def begin(run_id):
     run, resource = writing_run(run_id)
-    key = _json_body().get("key")
+    key = inputs.json_object().get("key")
     file = _claim(run, key, suffix=catalog.ARCHIVE_SUFFIX, what="a backup's archive (a manifest is stored whole)")
     with db.pool().connection() as conn:
         started = conn.execute("select count(*) as n from storage_uploads where run_id = %s", (run["id"],)).fetchone()
@@ -137,7 +126,7 @@ def _open_upload(run: dict, upload: uuid.UUID) -> dict:
 @bp.post("/runs/<uuid:run_id>/storage/uploads/<uuid:upload>/parts/<int:number>")
 def grant_part(run_id, upload, number):
     run, resource = writing_run(run_id)
-    body = _json_body()
+    body = inputs.json_object()
     size, sha256 = body.get("size"), body.get("sha256")
     if not (1 <= number <= MAX_PARTS and _count(size) and size <= MAX_PART_SIZE):
         abort(400, f"parts are numbered 1 to {MAX_PARTS} and hold at most {MAX_PART_SIZE} bytes")
@@ -157,7 +146,7 @@ def grant_part(run_id, upload, number):
 @bp.post("/runs/<uuid:run_id>/storage/uploads/<uuid:upload>/complete")
 def complete(run_id, upload):
     run, resource = writing_run(run_id)
-    body = _json_body()
+    body = inputs.json_object()
     found = _open_upload(run, upload)
     if found["completed_at"] is None:
         with db.pool().connection() as conn:
@@ -209,7 +198,7 @@ def _abort_others(resource: dict, run: dict, *, keep) -> None:
 def commit(run_id, key):
     """Store the run's manifest, checked against its archive: the backup is complete from here on."""
     run, resource = writing_run(run_id)
-    data = _body()
+    data = _manifest_bytes()
     if run["committed_at"] is not None and key == _manifest_key(run):
         return jsonify(key=key)  # the run tries again after an answer it never got
     file = _claim(run, key, suffix=catalog.MANIFEST_SUFFIX, what="a backup's manifest (an archive goes up in parts)")

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from werkzeug.serving import make_server
 
-from control import clock, create_app, resources, runs
+from control import clock, create_app, launchers, options, resources, runs
 from control.store import Store
 from runner.config import Config
 from runner.targets import Target, open_target
@@ -38,15 +38,23 @@ class ManagedPlane:
     def store(self) -> Store:
         return self.app.extensions["remora.store"]
 
-    def resource(self, *, plan: str = "managed", **settings) -> tuple[dict, str]:
-        """A resource and its API token."""
+    def resource(self, *, plan: str = "managed", **given) -> tuple[dict, str]:
+        """A resource on ``plan`` with these options, and its API token."""
+        chosen = options.validate(given, policy=options.policy(self.app.config))
         with self.pool.connection() as conn:
-            return resources.create(conn, app="helper-app", plan=plan, **settings)
+            return resources.create(conn, self.app.config, chosen, app="helper-app", plan=plan)
 
     def run(self, resource: dict) -> tuple[dict, str]:
-        """A run of ``resource`` as a trigger makes it (nothing launched), and its token."""
+        """A run of ``resource`` as a worker claims it to launch it (nothing is launched), and its token."""
         with self.pool.connection() as conn:
-            return runs.create(conn, resource, trigger="api", time_to_live=3600)
+            assert runs.enqueue(conn, resource["id"], trigger="api", time_to_live=3600), "a run is active already"
+            [(run, token)] = runs.claim(conn, limit=1, resource_id=resource["id"])
+        return run, token
+
+    def end(self, run: dict, state: str = "succeeded") -> None:
+        """End a run as its last event would."""
+        with self.pool.connection() as conn:
+            conn.execute("update runs set state = %s, finished_at = now() where id = %s", (state, run["id"]))
 
     def run_env(self, run: dict, token: str) -> dict[str, str]:
         """What a launched run holds from the control plane."""
@@ -82,8 +90,8 @@ def managed_plane(control_db, launcher, storage_config) -> Iterator[ManagedPlane
 
 def clock_pass(app) -> None:
     """One pass of the clock over ``app``'s database and storage, as `remora-control clock` makes them."""
-    extensions = app.extensions
-    clock.tick(extensions["remora.pool"], extensions["remora.launcher"], app.config, extensions["remora.store"])
+    pool = app.extensions["remora.pool"]
+    clock.tick(pool, launchers.from_config(app.config, pool), app.config, app.extensions["remora.store"])
 
 
 def bucket_state(client, storage_url: str) -> dict:

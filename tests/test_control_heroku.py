@@ -58,8 +58,6 @@ def test_a_bad_grant_or_bad_options_provision_nothing(heroku_app, heroku):
     assert bad.status_code == 422 and "'every day' is not a cron expression" in bad.json["error"]
     bad = client.post("/heroku/resources", json=provision_body(heroku, retention="hourly=24"), headers=BASIC)
     assert bad.status_code == 422 and "retention has 'hourly=24'" in bad.json["error"]
-    bad = client.post("/heroku/resources", json=provision_body(heroku, plan="byo", retention="daily=3"), headers=BASIC)
-    assert bad.status_code == 422 and "on the byo plan set REMORA_RETENTION" in bad.json["error"]
     assert len(heroku.requests) == 1, "refused before the grant is exchanged"
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n from resources").fetchone()["n"] == 0

@@ -24,7 +24,7 @@ from control.store import Store
 from runner import catalog
 from runner.errors import StorageError
 from runner.manifest import Manifest
-from tests.controlplane import make_resource, sso_form
+from tests.controlplane import sso_form
 from tests.helpers import craft_backup, ok, remora
 from tests.managed import bucket_state
 from tests.test_prune import CRAFTED, POLICY
@@ -41,6 +41,7 @@ def store_backup(plane, resource: dict, *, data: bytes = b"ciphertext", label: s
         upload.send(1, data)
         upload.complete()
         target.put(catalog.manifest_key(label, backup_id), manifest_of(backup_id, data, label=label).to_bytes())
+    plane.end(run)
     return catalog.manifest_key(label, backup_id)
 
 
@@ -142,7 +143,7 @@ def test_everything_a_run_holds_changes_no_backup_and_reads_no_other_resource(ma
 
 def test_the_clock_deletes_what_the_policy_drops_and_after_the_grace_never_what_is_locked(managed_plane, s3_server):
     plane, store = managed_plane, managed_plane.store
-    kept_by_policy, _ = plane.resource(retention_policy=POLICY)
+    kept_by_policy, _ = plane.resource(retention=POLICY)
     gone, _ = plane.resource()
     briefly = Store(bucket=store.bucket, prefix=store.prefix, client=store.client, lock=datetime.timedelta(seconds=3))
 
@@ -156,8 +157,8 @@ def test_the_clock_deletes_what_the_policy_drops_and_after_the_grace_never_what_
     craft_backup(store.target(gone["id"]), "shop", "2020-01-01T10:00")
     briefly.put(gone["id"], locked, b"stand-in ciphertext", taken=catalog.id_time(locked_id))
     with plane.pool.connection() as conn:
-        conn.execute("insert into runs (id, resource_id, trigger, token_hash, time_to_live, storage_label, storage_id)"
-                     " values (gen_random_uuid(), %s, 'api', '\\x00', 60, 'shop', %s)", (gone["id"], locked_id))
+        conn.execute("insert into runs (id, resource_id, trigger, state, time_to_live, storage_label, storage_id)"
+                     " values (gen_random_uuid(), %s, 'api', 'succeeded', 60, 'shop', %s)", (gone["id"], locked_id))
         conn.execute("update resources set deprovisioned_at = now() - interval '2 days' where id = %s", (gone["id"],))
 
     def listed(resource) -> set[str]:
@@ -257,28 +258,28 @@ def test_the_api_refuses_what_a_run_may_not_write(managed_plane, app):
     assert commit(manifest_of(backup_id, data, label="crm").to_bytes()) == 400  # another backup's
     assert commit(manifest_of(backup_id, data).to_bytes()) == 201
     assert commit(manifest_of(backup_id, data).to_bytes()) == 200  # said again: done already
+    assert start(archive.replace(backup_id, catalog.new_id(datetime.datetime.now(UTC)))).status_code == 409
+    plane.end(run, "failed")
+    assert client.post(f"{grant}/2", headers=auth, json=good).status_code == 403  # its run has ended
+
     with plane.pool.connection() as conn:  # as if the control plane's database had lost the claim
         conn.execute("update runs set storage_label = null, storage_id = null where id = %s", (run["id"],))
     later, later_token = plane.run(resource)
     again = client.post(f"/api/v1/runs/{later['id']}/storage/uploads", json={"key": archive},
                         headers={"Authorization": f"Bearer {later_token}"})
     assert again.status_code == 409 and "stored already" in again.json["error"]
-    assert start(archive.replace(backup_id, catalog.new_id(datetime.datetime.now(UTC)))).status_code == 409
 
     byo, _ = plane.resource(plan="byo")
     byo_run, byo_token = plane.run(byo)
     refused = client.post(f"/api/v1/runs/{byo_run['id']}/storage/uploads", json={"key": archive},
                           headers={"Authorization": f"Bearer {byo_token}"})
     assert refused.status_code == 409 and "set REMORA_TARGET_URL" in refused.json["error"]
-    with plane.pool.connection() as conn:
-        conn.execute("update runs set state = 'failed', finished_at = now() where id = %s", (run["id"],))
-    assert client.post(f"{grant}/2", headers=auth, json=good).status_code == 403
 
-    unconfigured, _ = make_resource(app, plan="managed")  # the same database, served without the storage
+    unconfigured, _ = plane.resource()  # the same database, served below without the storage
     other_run, other_token = plane.run(unconfigured)
     answer = app.test_client().post(f"/api/v1/runs/{other_run['id']}/storage/uploads", json={"key": archive},
                                     headers={"Authorization": f"Bearer {other_token}"})
-    assert answer.status_code == 503 and "not configured" in answer.json["error"]
+    assert answer.status_code == 409 and "no storage configured" in answer.json["error"]
 
 
 def test_storage_settings_are_all_of_a_piece_and_never_reach_a_run():
