@@ -8,6 +8,7 @@ import datetime
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -15,7 +16,7 @@ import requests
 from tests.controlplane import REPO, connect, control_argv, control_env, start_web
 from tests.helpers import PG_BIN, base_env, dump_sql, libpq_env, ok, remora
 from tests.procs import with_marker
-from tests.servers.seaweed import PREFIX
+from tests.servers.seaweed import PREFIX, storage_variables
 from tests.servers.util import free_port
 
 WAIT = 90  # seconds for the whole backup
@@ -31,34 +32,53 @@ def _wait_for_end(url: str, headers: dict) -> dict:
     raise AssertionError(f"the run did not end within {WAIT}s: {listed}")
 
 
+def _resource(env: dict[str, str], *options: str) -> dict:
+    """A resource made by `remora-control resource create` in a control database that `migrate` made."""
+    migrated = ok(subprocess.run(control_argv("migrate"), env=env, cwd=REPO, capture_output=True, text=True))
+    assert "applied 0001_initial" in migrated.stderr
+    created = ok(subprocess.run(control_argv("resource", "create", "--app", "demo-helper", *options), env=env,
+                                cwd=REPO, capture_output=True, text=True))
+    return json.loads(created.stdout)
+
+
+@contextlib.contextmanager
+def _serving(web_env: dict[str, str], port: int) -> Iterator[list[str]]:
+    """`remora-control web` and `clock` with ``web_env`` (the local launcher); their output once they stopped."""
+    web = start_web(web_env, port)
+    clock = subprocess.Popen(control_argv("clock"), env=web_env, cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    logs: list[str] = []
+    try:
+        yield logs
+    finally:
+        web.terminate()
+        clock.terminate()
+        logs.append(web.communicate(timeout=30)[0] + clock.communicate(timeout=30)[0])
+
+
+def _trigger(backups: str, headers: dict) -> dict:
+    answer = requests.post(backups, headers=headers, timeout=10)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["run"]["state"] == "queued"  # the clock launches it
+    return answer.json()["run"]
+
+
 def test_trigger_over_http_makes_a_real_backup(pg_cluster, database_env, gpg_env, s3_target_env, s3_server,
                                                s3_bucket):
     env = control_env(pg_cluster.url(pg_cluster.create_database(sample=False)))
-    migrated = ok(subprocess.run(control_argv("migrate"), env=env, cwd=REPO, capture_output=True, text=True))
-    assert "applied 0001_initial" in migrated.stderr
-    created = ok(subprocess.run(control_argv("resource", "create", "--app", "demo-helper"), env=env, cwd=REPO,
-                                capture_output=True, text=True))
-    resource = json.loads(created.stdout)
+    resource = _resource(env)
     port = free_port()
     web_env = {**env, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_env["REMORA_GPG_PUBLIC_KEYS"],
                **s3_target_env, "PORT": str(port), "REMORA_LAUNCHER": "local",
                "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}"}
-    web = start_web(web_env, port)
-    clock = subprocess.Popen(control_argv("clock"), env=web_env, cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    try:
+    with _serving(web_env, port) as logs:
         backups = f"http://127.0.0.1:{port}/api/v1/resources/{resource['id']}/backups"
         headers = {"Authorization": f"Bearer {resource['api_token']}"}
-        answer = requests.post(backups, headers=headers, timeout=10)
-        assert answer.status_code == 202, answer.text
-        assert answer.json()["run"]["state"] == "queued"  # the clock launches it
+        triggered = _trigger(backups, headers)
         run = _wait_for_end(backups, headers)
-    finally:
-        web.terminate()
-        clock.terminate()
-        log = web.communicate(timeout=30)[0] + clock.communicate(timeout=30)[0]
+    [log] = logs
     assert run["state"] == "succeeded", log
-    assert run["id"] == answer.json()["run"]["id"]
+    assert run["id"] == triggered["id"]
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_bucket, Prefix=PREFIX)["Contents"]]
     [manifest_key] = [k for k in keys if k.endswith(".manifest.json")]
     manifest = json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=manifest_key)["Body"].read())
@@ -84,30 +104,18 @@ def _runner_of(run_id: str, timeout: float = 60) -> tuple[bytes, bytes]:
 def test_a_managed_run_holds_no_storage_secret_and_the_customer_restores_it(
         pg_cluster, database, database_env, gpg_env, gpg_key, s3_server, storage_config, tmp_path):
     env = control_env(pg_cluster.url(pg_cluster.create_database(sample=False)))
-    ok(subprocess.run(control_argv("migrate"), env=env, cwd=REPO, capture_output=True, text=True))
-    created = ok(subprocess.run(control_argv("resource", "create", "--app", "demo-helper", "--plan", "standard"),
-                                env=env, cwd=REPO, capture_output=True, text=True))
-    resource = json.loads(created.stdout)
+    resource = _resource(env, "--plan", "standard")
     port = free_port()
-    storage = {"REMORA_STORAGE_URL": storage_config["STORAGE_URL"], "REMORA_STORAGE_LOCK_DAYS": "1",
-               "REMORA_STORAGE_ENDPOINT_URL": storage_config["STORAGE_ENDPOINT_URL"],
-               "REMORA_STORAGE_REGION": storage_config["STORAGE_REGION"],
-               "REMORA_STORAGE_ACCESS_KEY_ID": storage_config["STORAGE_ACCESS_KEY_ID"],
-               "REMORA_STORAGE_SECRET_ACCESS_KEY": storage_config["STORAGE_SECRET_ACCESS_KEY"]}
+    storage = storage_variables(storage_config)
     api = {"REMORA_API_URL": f"http://127.0.0.1:{port}/api/v1/resources/{resource['id']}",
            "REMORA_API_TOKEN": resource["api_token"]}
     # the helper app's config vars (no target of its own) beside the control plane's, as the local launcher passes them
     web_env = {**env, **storage, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_env["REMORA_GPG_PUBLIC_KEYS"], **api,
                "PORT": str(port), "REMORA_LAUNCHER": "local", "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}"}
-    web = start_web(web_env, port)
-    clock = subprocess.Popen(control_argv("clock"), env=web_env, cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-    try:
+    with _serving(web_env, port) as logs:
         backups = f"{api['REMORA_API_URL']}/backups"
         headers = {"Authorization": f"Bearer {resource['api_token']}"}
-        answer = requests.post(backups, headers=headers, timeout=10)
-        assert answer.status_code == 202, answer.text
-        environ, argv = _runner_of(answer.json()["run"]["id"])
+        environ, argv = _runner_of(_trigger(backups, headers)["id"])
         run = _wait_for_end(backups, headers)
 
         assert run["state"] == "succeeded", run
@@ -138,10 +146,7 @@ def test_a_managed_run_holds_no_storage_secret_and_the_customer_restores_it(
         [archive] = [k.split(f"{resource['id']}/", 1)[1] for k in keys if k.endswith(".dump.gpg")]
         link = requests.get(f"{api['REMORA_API_URL']}/storage/objects/{archive}", headers=headers, timeout=10).json()
         (tmp_path / "backup.dump.gpg").write_bytes(requests.get(link["url"], timeout=30).content)
-    finally:
-        web.terminate()
-        clock.terminate()
-        log = web.communicate(timeout=30)[0] + clock.communicate(timeout=30)[0]
+    [log] = logs
     assert storage["REMORA_STORAGE_SECRET_ACCESS_KEY"] not in log
     by_hand = pg_cluster.create_database(sample=False)
     _plain_restore(gpg_key, tmp_path / "backup.dump.gpg", pg_cluster, by_hand)
