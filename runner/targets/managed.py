@@ -33,7 +33,7 @@ from runner import catalog
 from runner.config import ADD_ON_STORAGE, LOOPBACK, Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
 from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
-from runner.targets.parts import MAX_PARTS, part_size
+from runner.targets.parts import check_number, check_whole, part_size
 
 log = structlog.get_logger()
 
@@ -194,8 +194,7 @@ class _ManagedUpload(Upload):
         return part_size(self._target.base_part_size, number)
 
     def send(self, number: int, data: bytes) -> None:
-        if not 1 <= number <= MAX_PARTS:
-            raise StorageError(f"cannot upload part {number} of {self._key}: S3 allows parts 1 to {MAX_PARTS}")
+        check_number(number, self._key)
         checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
         what = f"part {number} of {self._key}"
         grant = self._target.call("run", "POST", f"/uploads/{self._handle}/parts/{number}", action=f"grant {what}",
@@ -211,8 +210,7 @@ class _ManagedUpload(Upload):
     def complete(self) -> None:
         with self._lock:
             numbers, total = sorted(self._sizes), sum(self._sizes.values())
-        if numbers != list(range(1, len(numbers) + 1)):
-            raise StorageError(f"upload of {self._key} is missing parts")
+        check_whole(numbers, self._key)
         self._target.call("run", "POST", f"/uploads/{self._handle}/complete", action=f"complete {self._key}",
                           document={"parts": len(numbers), "bytes": total})
         self._finished = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runner.errors import StorageError
 from runner.targets.base import MIB
 
 MAX_PARTS = 10_000
@@ -16,3 +17,15 @@ def part_size(base: int, number: int) -> int:
     multi-terabyte dump under S3's 10,000 parts while small dumps keep small parts.
     """
     return min(base * 2 ** ((number - 1) // PARTS_PER_STEP), MAX_PART_SIZE)
+
+
+def check_number(number: int, upload: str) -> None:
+    """Refuse a part S3 would refuse: parts are numbered 1 to 10,000."""
+    if not 1 <= number <= MAX_PARTS:
+        raise StorageError(f"cannot upload part {number} of {upload}: S3 allows parts 1 to {MAX_PARTS}")
+
+
+def check_whole(numbers: list[int], upload: str) -> None:
+    """Refuse to complete an upload whose parts (sorted numbers) have a gap: S3 would join 1 and 3 into a hole."""
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise StorageError(f"upload of {upload} is missing parts")

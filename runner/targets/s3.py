@@ -43,7 +43,7 @@ from runner.errors import (
     UsageError,
 )
 from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
-from runner.targets.parts import MAX_PARTS, part_size
+from runner.targets.parts import check_number, check_whole, part_size
 
 log = structlog.get_logger()
 
@@ -239,11 +239,7 @@ class _S3Upload(Upload):
         return part_size(self._target.base_part_size, number)
 
     def send(self, number: int, data: bytes) -> None:
-        if not 1 <= number <= MAX_PARTS:
-            raise StorageError(
-                f"cannot upload part {number} of {self._target.url(self._key)}: "
-                f"S3 allows parts 1 to {MAX_PARTS}"
-            )
+        check_number(number, self._target.url(self._key))
         checksum = _sha256(data)
         with self._target.errors(f"upload part {number} of", self._key):
             sent = self._target.client.upload_part(
@@ -262,9 +258,7 @@ class _S3Upload(Upload):
     def complete(self) -> None:
         with self._lock:
             parts = [self._parts[n] for n in sorted(self._parts)]
-        # S3 would happily join parts 1 and 3 into an object with a hole
-        if [p["PartNumber"] for p in parts] != list(range(1, len(parts) + 1)):
-            raise StorageError(f"upload of {self._target.url(self._key)} is missing parts")
+        check_whole([p["PartNumber"] for p in parts], self._target.url(self._key))
         with self._target.errors("complete the upload of", self._key):
             self._target.client.complete_multipart_upload(
                 Bucket=self._target.bucket,
