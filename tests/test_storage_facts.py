@@ -79,8 +79,13 @@ def test_a_presigned_part_url_stores_only_the_bytes_its_checksum_names(s3_server
 def test_compliance_retention_holds_against_everyone_until_its_date(s3_server):
     admin, provider = s3_server.client(), s3_server.provider_client()
     folder = f"facts-{secrets.token_hex(4)}"
-    until = (datetime.datetime.now(UTC) + datetime.timedelta(seconds=3)).replace(microsecond=0)
+    until = (datetime.datetime.now(UTC) + datetime.timedelta(days=1)).replace(microsecond=0)
     lock = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
+    # and one that is locked for moments, to see its date end the lock
+    brief, brief_until = f"{folder}/brief", (datetime.datetime.now(UTC) + datetime.timedelta(seconds=3))
+    brief_id = provider.put_object(Bucket=MANAGED_BUCKET, Key=brief, Body=b"x", ObjectLockMode="COMPLIANCE",
+                                   ObjectLockRetainUntilDate=brief_until)["VersionId"]
+    assert refused(lambda: admin.delete_object(Bucket=MANAGED_BUCKET, Key=brief, VersionId=brief_id)) == "AccessDenied"
 
     # set by the control plane's own request, on the upload's start
     archive = f"{folder}/a.dump.gpg"
@@ -107,7 +112,7 @@ def test_compliance_retention_holds_against_everyone_until_its_date(s3_server):
         for who in (admin, provider):
             assert refused(lambda: who.delete_object(**held)) == "AccessDenied"
             assert refused(lambda: who.delete_object(**held, BypassGovernanceRetention=True)) == "AccessDenied"
-            shorter = {"Mode": "COMPLIANCE", "RetainUntilDate": until - datetime.timedelta(seconds=2)}
+            shorter = {"Mode": "COMPLIANCE", "RetainUntilDate": until - datetime.timedelta(hours=12)}
             assert refused(lambda: who.put_object_retention(**held, Retention=shorter)) == "AccessDenied"
             weaker = {"Mode": "GOVERNANCE", "RetainUntilDate": until}
             assert refused(lambda: who.put_object_retention(**held, Retention=weaker,
@@ -120,12 +125,9 @@ def test_compliance_retention_holds_against_everyone_until_its_date(s3_server):
         admin.put_object(Bucket=MANAGED_BUCKET, Key=key, Body=b"forged")
         assert admin.get_object(**held)["Body"].read() in (b"ciphertext", body)
 
-    time.sleep(max(0.0, (until - datetime.datetime.now(UTC)).total_seconds() + 1.1))
-    for key in (archive, manifest):
-        listed = admin.list_object_versions(Bucket=MANAGED_BUCKET, Prefix=key)
-        for item in (*listed.get("Versions", ()), *listed.get("DeleteMarkers", ())):
-            provider.delete_object(Bucket=MANAGED_BUCKET, Key=key, VersionId=item["VersionId"])
-    assert "Versions" not in admin.list_object_versions(Bucket=MANAGED_BUCKET, Prefix=folder)
+    time.sleep(max(0.0, (brief_until - datetime.datetime.now(UTC)).total_seconds() + 1.1))
+    provider.delete_object(Bucket=MANAGED_BUCKET, Key=brief, VersionId=brief_id)  # its date has passed
+    assert "Versions" not in admin.list_object_versions(Bucket=MANAGED_BUCKET, Prefix=brief)
 
 
 def test_the_provider_identity_can_do_nothing_outside_its_bucket(s3_server, s3_bucket):
