@@ -202,12 +202,10 @@ def commit(run_id, key):
     if run["committed_at"] is not None and key == _manifest_key(run):
         return jsonify(key=key)  # the run tries again after an answer it never got
     file = _claim(run, key, suffix=catalog.MANIFEST_SUFFIX, what="a backup's manifest (an archive goes up in parts)")
-    try:
-        manifest = Manifest.from_bytes(data, key=key)
+    try:  # it must name the backup of its key
+        manifest = Manifest.from_bytes(data, key=key, label=file.label, backup_id=file.id)
     except RemoraError as e:
         abort(400, e.message)
-    if (manifest.id, manifest.label) != (file.id, file.label):
-        abort(400, "the manifest names another backup")
     archive = catalog.archive_key(file.label, file.id)
     with storage_failures(missing=409):
         size = store().stat(resource["id"], archive).size
@@ -255,12 +253,7 @@ def show_object(resource_id, key):
         abort(404, "no such object")
     with storage_failures(missing=404):
         info = store().stat(resource["id"], key)
-    with db.pool().connection() as conn:
-        recorded = conn.execute("select sha256 from runs where resource_id = %s and storage_label = %s and"
-                                " storage_id = %s and committed_at is not null",
-                                (resource["id"], file.label, file.id)).fetchone()
-    return jsonify(**_public(info), url=store().read_url(resource["id"], key),
-                   recorded_sha256=recorded["sha256"] if recorded else None)
+    return jsonify(**_public(info), url=store().read_url(resource["id"], key))
 
 
 def _public(info) -> dict:

@@ -64,13 +64,6 @@ def check_object(target: Target, manifest: Manifest, sink: BinaryIO | None = Non
             f"{manifest.sha256[:16]}…",
             hint="the stored object was changed or damaged; restore another backup",
         )
-    recorded = target.recorded_sha256(manifest.label, manifest.id)
-    if recorded is not None and recorded != manifest.sha256:
-        raise IntegrityError(
-            f"backup {manifest.id} is not the one the add-on recorded: SHA-256 {manifest.sha256[:16]}…, "
-            f"recorded {recorded[:16]}…",
-            hint="the stored backup was replaced; restore another backup",
-        )
 
 
 def create_private(path: Path) -> BinaryIO:

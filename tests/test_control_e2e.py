@@ -16,6 +16,7 @@ import requests
 from tests.controlplane import REPO, connect, control_argv, control_env, start_web
 from tests.helpers import PG_BIN, base_env, dump_sql, libpq_env, ok, remora
 from tests.procs import with_marker
+from tests.servers.gpg import signing_env
 from tests.servers.seaweed import PREFIX, storage_variables
 from tests.servers.util import free_port
 
@@ -102,7 +103,7 @@ def _runner_of(run_id: str, timeout: float = 60) -> tuple[bytes, bytes]:
 
 
 def test_a_managed_run_holds_no_storage_secret_and_the_customer_restores_it(
-        pg_cluster, database, database_env, gpg_env, gpg_key, s3_server, storage_config, tmp_path):
+        pg_cluster, database, database_env, gpg_key, signing_key, s3_server, storage_config, tmp_path):
     env = control_env(pg_cluster.url(pg_cluster.create_database(sample=False)))
     resource = _resource(env, "--plan", "standard")
     port = free_port()
@@ -110,8 +111,8 @@ def test_a_managed_run_holds_no_storage_secret_and_the_customer_restores_it(
     api = {"REMORA_API_URL": f"http://127.0.0.1:{port}/api/v1/resources/{resource['id']}",
            "REMORA_API_TOKEN": resource["api_token"]}
     # the helper app's config vars (no target of its own) beside the control plane's, as the local launcher passes them
-    web_env = {**env, **storage, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_env["REMORA_GPG_PUBLIC_KEYS"], **api,
-               "PORT": str(port), "REMORA_LAUNCHER": "local", "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}"}
+    web_env = {**env, **storage, **database_env, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public, **signing_env(signing_key),
+               **api, "PORT": str(port), "REMORA_LAUNCHER": "local", "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}"}
     with _serving(web_env, port) as logs:
         backups = f"{api['REMORA_API_URL']}/backups"
         headers = {"Authorization": f"Bearer {resource['api_token']}"}
@@ -138,8 +139,9 @@ def test_a_managed_run_holds_no_storage_secret_and_the_customer_restores_it(
         assert committed["committed_at"] is not None and committed["sha256"] == run["backup"]["sha256"]
 
         # the customer's side: the add-on's URL and token, and the private key, nothing of the storage's
-        customer = {**api, "REMORA_GPG_PRIVATE_KEY": gpg_key.private}
-        checked = ok(remora("check", env={**database_env, **customer, "REMORA_GPG_PUBLIC_KEYS": gpg_key.public}))
+        customer = {**api, "REMORA_GPG_PRIVATE_KEY": gpg_key.private, "REMORA_GPG_SIGNERS": signing_key.public}
+        checked = ok(remora("check", env={**database_env, **customer, **signing_env(signing_key),
+                                           "REMORA_GPG_PUBLIC_KEYS": gpg_key.public}))
         assert "target      ok    the add-on's storage: 2 objects" in checked.stdout
         restored = pg_cluster.create_database(sample=False)
         ok(remora("restore", "latest", "--to", "TO_URL", env={**customer, "TO_URL": pg_cluster.url(restored)}))
@@ -149,19 +151,22 @@ def test_a_managed_run_holds_no_storage_secret_and_the_customer_restores_it(
     [log] = logs
     assert storage["REMORA_STORAGE_SECRET_ACCESS_KEY"] not in log
     by_hand = pg_cluster.create_database(sample=False)
-    _plain_restore(gpg_key, tmp_path / "backup.dump.gpg", pg_cluster, by_hand)
+    _plain_restore(gpg_key, signing_key, tmp_path / "backup.dump.gpg", pg_cluster, by_hand)
     source = dump_sql(pg_cluster.url(database))
     assert dump_sql(pg_cluster.url(restored)) == source
     assert dump_sql(pg_cluster.url(by_hand)) == source
 
 
-def _plain_restore(gpg_key, archive: Path, cluster, dbname: str) -> None:
-    """``gpg --decrypt FILE | pg_restore``, as a customer does with nothing of this project."""
+def _plain_restore(gpg_key, signing_key, archive: Path, cluster, dbname: str) -> None:
+    """``gpg --decrypt FILE | pg_restore``, as a customer does with nothing of this project; the signature checked."""
+    gpg_key.gpg("--import", input=signing_key.public.encode()).check_returncode()  # the signer's public key
     gpg = subprocess.Popen(["gpg", "--homedir", str(gpg_key.home), "--batch", "--decrypt", str(archive)],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     pg_restore = subprocess.run([str(PG_BIN / "pg_restore"), "--no-owner", "--no-acl", "--exit-on-error",
                                  "--dbname", dbname], stdin=gpg.stdout,
                                 env={**base_env(), **libpq_env(cluster.url(dbname))}, capture_output=True, text=True)
     gpg.stdout.close()
-    assert gpg.wait() == 0
+    said = gpg.stderr.read().decode()
+    assert gpg.wait() == 0, said
+    assert 'Good signature from "Acme backup signer' in said, said
     assert pg_restore.returncode == 0, pg_restore.stderr

@@ -55,11 +55,14 @@ def manifest_of(backup_id: str, data: bytes, *, label: str = "shop") -> Manifest
 
 def test_a_backup_replaced_in_the_bucket_is_not_the_one_the_add_on_recorded(managed_plane, gpg_env, s3_server,
                                                                            storage_config):
-    """Whoever holds the bucket's own credentials can hide a locked version behind a new one: verify says so."""
+    """Whoever holds the bucket's own credentials can hide a locked version behind a new one: the control plane's
+    record of what the run stored, taken when it stored the manifest, tells them apart (runner/witness.py)."""
     resource, api_token = managed_plane.resource()
     manifest_key = store_backup(managed_plane, resource)
+    backup_id = catalog.parse_key(manifest_key).id
     customer = {**gpg_env, **managed_plane.api_env(resource, api_token)}
-    ok(remora("verify", "latest", env=customer))
+    said = ok(remora("verify", backup_id, "--allow-unsigned", env=customer)).stderr  # made here, unsigned
+    assert 'event="the control plane recorded this backup"' in said, said
 
     bucket, prefix = storage_config["STORAGE_URL"].removeprefix("s3://").split("/", 1)
     folder = f"{prefix}/{resource['id']}/"
@@ -70,9 +73,9 @@ def test_a_backup_replaced_in_the_bucket_is_not_the_one_the_add_on_recorded(mana
     manifest.update(sha256=hashlib.sha256(forged).hexdigest(), encrypted_bytes=len(forged))
     admin.put_object(Bucket=bucket, Key=folder + manifest_key, Body=json.dumps(manifest).encode())
 
-    result = remora("verify", "latest", env=customer)
+    result = remora("verify", backup_id, "--allow-unsigned", env=customer)
     assert result.returncode == 7, result.stderr
-    assert "is not the one the add-on recorded" in result.stderr
+    assert f"the control plane recorded backup {backup_id} with SHA-256" in result.stderr
 
 
 def test_everything_a_run_holds_changes_no_backup_and_reads_no_other_resource(managed_plane, database_env, gpg_env,

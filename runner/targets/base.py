@@ -106,13 +106,6 @@ class Target(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove the object; removing a missing object is not an error."""
 
-    def recorded_sha256(self, label: str, backup_id: str) -> str | None:
-        """The SHA-256 a witness other than the stored manifest recorded for this backup, if the target has one.
-
-        The add-on's storage has: its control plane records each backup it commits.
-        """
-        return None
-
     def close(self) -> None:
         """Release connections. The target is not used afterwards."""
 

@@ -29,7 +29,6 @@ from urllib.parse import quote, urlsplit
 import structlog
 import urllib3
 
-from runner import catalog
 from runner.config import ADD_ON_STORAGE, LOOPBACK, Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
 from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
@@ -155,10 +154,6 @@ class ManagedTarget(Target):
             answer.release_conn()
             raise _refusal(answer.status, body, f"S3 refused to read {key}", control_plane=False)
         return io.BufferedReader(_BodyReader(answer, key), buffer_size=MIB)
-
-    def recorded_sha256(self, label: str, backup_id: str) -> str | None:
-        found = self._describe(catalog.manifest_key(label, backup_id))[1].get("recorded_sha256")
-        return found if isinstance(found, str) else None
 
     def delete(self, key: str) -> None:
         raise StorageError(f"cannot delete {key}: {_DELETES}", hint="set the retention policy in the add-on")

@@ -88,9 +88,6 @@ class RetryingTarget(Target):
     def delete(self, key: str) -> None:
         self.policy.call(self.backend.delete, key, what=f"delete {key}")
 
-    def recorded_sha256(self, label: str, backup_id: str) -> str | None:
-        return self.policy.call(self.backend.recorded_sha256, label, backup_id, what=f"look up {backup_id}")
-
     def leftovers(self, prefix: str = "") -> list[Leftover]:
         return self.policy.call(self.backend.leftovers, prefix, what=f"list leftovers {prefix or '/'}")
 
