@@ -112,10 +112,8 @@ def _storage_problems(config: Mapping) -> list[str]:
         return []
     problems = [f"REMORA_{key} is not set (the add-on's storage needs it)" for key in needed if not config.get(key)]
     url = config.get("STORAGE_URL")
-    if url:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "s3" or not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", parts.netloc):
-            problems.append(f"REMORA_STORAGE_URL {url!r} is not s3://BUCKET/PREFIX")
+    if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", url):
+        problems.append(f"REMORA_STORAGE_URL {url!r} is not s3://BUCKET/PREFIX")
     lock = config.get("STORAGE_LOCK")
     if lock is not None and lock <= datetime.timedelta(0):
         problems.append("REMORA_STORAGE_LOCK_DAYS must be 1 or more (unset: no Object Lock)")
