@@ -17,6 +17,7 @@ import logging
 
 from psycopg_pool import ConnectionPool
 
+from control import resources
 from control.store import Store
 from runner import prune, retention
 
@@ -50,10 +51,10 @@ def _claim(pool: ConnectionPool, *, grace: datetime.timedelta) -> list[dict]:
             "update resources set storage_checked_at = now() where id in (select s.id from resources s"
             " where (s.storage_checked_at is null or s.storage_checked_at < now() - %s)"
             " and s.storage_purged_at is null and (s.deprovisioned_at is null or s.deprovisioned_at < now() - %s)"
-            " and ((s.deprovisioned_at is null and s.plan <> 'byo')"
+            " and ((s.deprovisioned_at is null and s.plan <> %s)"
             "      or exists (select 1 from runs r where r.resource_id = s.id and r.storage_id is not null))"
             " order by s.storage_checked_at nulls first limit %s for update skip locked) returning *",
-            (INTERVAL, grace, BATCH),
+            (INTERVAL, grace, resources.BYO, BATCH),
         ).fetchall()
 
 
