@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import secrets
 import shutil
 import sys
@@ -18,9 +19,11 @@ from bench.commands import RunnerRun, runner
 from bench.servers import Servers
 from control import db
 from runner import postgres
+from tests.controlplane import RecordingLauncher
 from tests.helpers import PG_BIN, base_env, libpq_env
+from tests.managed import ManagedPlane, serving_control_plane
 from tests.servers.gpg import signing_env
-from tests.servers.seaweed import s3_env
+from tests.servers.seaweed import managed_storage, s3_env
 from tests.servers.sshd import sftp_env
 
 READER = "bench_reader"  # what every backup and dump connects as: a credential that can read, not write
@@ -139,6 +142,14 @@ class Bench:
         finally:
             with self.cluster.connect() as conn:
                 conn.execute(drop)
+
+    @contextlib.contextmanager
+    def add_on_storage(self) -> Iterator[ManagedPlane]:
+        """The control plane with the add-on's storage on the bench's SeaweedFS, serving its API from a thread."""
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line for each part's presigned URL
+        with self.control_database() as url:
+            with serving_control_plane(url, RecordingLauncher(), managed_storage(self.servers.s3)) as plane:
+                yield plane
 
     @functools.cached_property
     def _bucket(self) -> str:

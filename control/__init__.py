@@ -9,6 +9,7 @@ from flask import Flask, abort, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from control import db, inputs, settings
+from control.store import Store
 
 SESSION_LIFETIME = datetime.timedelta(hours=1)
 SECURITY_HEADERS = {
@@ -29,10 +30,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=True,
                       PERMANENT_SESSION_LIFETIME=SESSION_LIFETIME, MAX_CONTENT_LENGTH=inputs.MAX_BODY)
     db.init_app(app)
+    app.extensions["remora.store"] = Store.from_config(app.config)
 
-    from control import api, dashboard, heroku
+    from control import api, dashboard, heroku, storage_api
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(storage_api.bp)
     app.register_blueprint(heroku.bp)
     app.register_blueprint(dashboard.bp)
     app.before_request(_refuse_long_bodies)

@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     web.add_argument("--workers", type=int, default=WEB_WORKERS,
                      help=f"gunicorn worker processes (default {WEB_WORKERS})")
-    clock = commands.add_parser("clock", help="launch queued and scheduled runs, find lost runs, send alerts")
+    clock = commands.add_parser("clock", help="launch queued and scheduled runs, find lost runs, send alerts, "
+                                "delete what the add-on's storage no longer keeps")
     clock.add_argument("--once", action="store_true", help="one pass, then exit")
     commands.add_parser("rotate-keys", help="seal every stored secret again with REMORA_SECRET_KEY (the old key "
                         "stays in REMORA_PREVIOUS_SECRET_KEYS until this is done)")
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--schedule", metavar="CRON", help="e.g. '0 3 * * *' (default: on demand only)")
     create.add_argument("--timezone", default="UTC", metavar="TZ", help="the schedule's time zone (default UTC)")
     create.add_argument("--alert-webhook", metavar="URL", help="POSTed to when backups go missing and recover")
+    create.add_argument("--plan", default="byo", metavar="NAME",
+                        help="byo (default): backups go to the helper app's own target; any other: the add-on's storage")
+    create.add_argument("--retention", metavar="POLICY",
+                        help="what the add-on's storage keeps (default daily=7,weekly=4,monthly=12)")
     render = commands.add_parser("manifest", help="print the add-on manifest with its ${NAME} placeholders "
                                  "filled from the environment, for `heroku addons:admin:manifest:push`")
     render.add_argument("--template", type=Path, default=Path(manifest.TEMPLATE),
@@ -75,14 +80,15 @@ def _resource(args, config) -> int:
     from control import db, options, resources
 
     given = {name: value for name, value in (("schedule", args.schedule), ("timezone", args.timezone),
-                                             ("alert_webhook", args.alert_webhook)) if value is not None}
+                                             ("alert_webhook", args.alert_webhook), ("retention", args.retention))
+             if value is not None}
     try:
         chosen = options.validate(given, policy=options.policy(config))
     except options.OptionError as e:
         raise settings.ConfigError(str(e)) from e
     with db.open_pool(config["DATABASE_URL"], max_size=1) as pool, pool.connection() as conn:
-        row, api_token = resources.create(conn, config, chosen, app=args.app)
-    print(json.dumps({"id": str(row["id"]), "app": row["app"], "api_token": api_token}))
+        row, api_token = resources.create(conn, config, chosen, app=args.app, plan=args.plan)
+    print(json.dumps({"id": str(row["id"]), "app": row["app"], "plan": row["plan"], "api_token": api_token}))
     return 0
 
 

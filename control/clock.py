@@ -1,4 +1,5 @@
-"""The clock: queues scheduled runs and launches the queue, finds lost runs, raises and clears alerts.
+"""The clock: queues scheduled runs and launches the queue, finds lost runs, raises and clears alerts, and is
+the only one that deletes in the add-on's storage (control/expiry.py).
 
 Any number of clocks may run side by side: each claims due schedules with
 ``SELECT … FOR NO KEY UPDATE SKIP LOCKED`` in the transaction that queues their runs and moves the
@@ -21,8 +22,9 @@ import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from control import alerts, db, deliveries, launchers, runs, schedules, worker
+from control import alerts, db, deliveries, expiry, launchers, runs, schedules, worker
 from control.launchers import GONE, RUNNING, UNKNOWN, Launcher
+from control.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +166,17 @@ def _incidents(pool: ConnectionPool, config: Mapping) -> tuple[int, int]:
     return recovered, overdue
 
 
-def tick(pool: ConnectionPool, launcher: Launcher, config: Mapping) -> None:
+def tick(pool: ConnectionPool, launcher: Launcher, config: Mapping, store: Store | None = None) -> None:
     """One pass of everything the clock does; each part goes on whatever the others did."""
     launched = _part("launching scheduled runs", 0, launch_due, pool, launcher, config)
     lost = _part("finding lost runs", 0, sweep_lost, pool, launcher, config)
     recovered, overdue = _part("raising and clearing incidents", (0, 0), _incidents, pool, config)
     told = _part("telling webhooks", 0, deliveries.deliver, pool, config)
-    if launched or lost or recovered or overdue or told:
-        log.info("launched %d runs, %d runs lost, %d incidents opened for missing backups,"
-                 " %d closed, %d webhooks told", launched, lost, overdue, recovered, told)
+    removed = _part("cleaning the add-on's storage", 0, expiry.run, pool, store, config["STORAGE_GRACE"])
+    if launched or lost or recovered or overdue or told or removed:
+        log.info("launched %d runs, %d runs lost, %d incidents opened for missing backups, %d closed,"
+                 " %d webhooks told, %d removed from the add-on's storage",
+                 launched, lost, overdue, recovered, told, removed)
 
 
 def _part(name: str, nothing, step: Callable, *args):
@@ -188,18 +192,20 @@ def main(config: Mapping, *, once: bool) -> None:
     logging.basicConfig(level=logging.INFO, format="level=%(levelname)s logger=%(name)s msg=%(message)r")
     with db.open_pool(config["DATABASE_URL"], max_size=worker.THREADS + 1) as pool:
         launcher = launchers.from_config(config, pool)
+        store = Store.from_config(config)
         while True:
             try:
                 with worker.listening(config["DATABASE_URL"]) as listener:
-                    return _run(pool, launcher, config, listener, once=once)
+                    return _run(pool, launcher, config, store, listener, once=once)
             except psycopg.OperationalError:  # a database hiccup must not stop the schedules for good
                 log.exception("clock: lost the database; trying again in %d s", config["CLOCK_INTERVAL"])
                 time.sleep(config["CLOCK_INTERVAL"])
 
 
-def _run(pool: ConnectionPool, launcher: Launcher, config: Mapping, listener: Connection, *, once: bool) -> None:
+def _run(pool: ConnectionPool, launcher: Launcher, config: Mapping, store: Store | None, listener: Connection, *,
+         once: bool) -> None:
     while True:
-        tick(pool, launcher, config)
+        tick(pool, launcher, config, store)
         if once:
             return
         next_pass = time.monotonic() + config["CLOCK_INTERVAL"]

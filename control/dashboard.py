@@ -1,12 +1,15 @@
-"""The dashboard: the SSO landing page, listing a resource's runs, with a "Back up now" button."""
+"""The dashboard: the SSO landing page, listing a resource's runs, with a "Back up now" button, and the
+backups in the add-on's storage with a short-lived download link each."""
 
 from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, abort, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 
 from control import api, db, deliveries, resources, runs, tokens
+from runner import catalog
+from runner.errors import ObjectNotFound, StorageError
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 SHOWN = 50  # runs listed
@@ -30,7 +33,44 @@ def index():
     with db.pool().connection() as conn:
         shown = [runs.public(run) for run in runs.newest(conn, resource["id"], limit=SHOWN)]
         delivery = deliveries.latest(conn, resource["id"])
-    return render_template("dashboard.html", resource=resource, runs=shown, delivery=delivery, csrf=session["csrf"])
+    return render_template("dashboard.html", resource=resource, runs=shown, delivery=delivery, csrf=session["csrf"],
+                           stored=_stored(resource))
+
+
+def _stored(resource: dict) -> dict | None:
+    """The complete backups in the add-on's storage, newest first, and the bytes stored; None on a byo plan."""
+    store = current_app.extensions.get("remora.store")
+    if store is None or not resources.managed(resource):
+        return None
+    try:
+        objects = {info.key: info for info in store.objects(resource["id"])}
+    except StorageError as e:
+        current_app.logger.warning("listing the add-on's storage failed: %s", e.one_line())
+        return {"backups": [], "bytes": None}
+    backups = []
+    for key in objects:
+        file = catalog.parse_key(key)
+        archive = objects.get(catalog.archive_key(file.label, file.id)) if file else None
+        if file and file.suffix == catalog.MANIFEST_SUFFIX and archive is not None:
+            backups.append({"id": file.id, "label": file.label, "size": archive.size, "key": archive.key,
+                            "time": archive.modified.strftime("%Y-%m-%d %H:%M:%S UTC")})
+    backups.sort(key=lambda backup: backup["id"], reverse=True)
+    return {"backups": backups, "bytes": sum(info.size for info in objects.values())}
+
+
+@bp.get("/backups/<path:key>")
+def download(key):
+    """The archive's ciphertext, through a presigned GET that lasts minutes, made at the click."""
+    resource = _resource()
+    store = current_app.extensions.get("remora.store")
+    file = catalog.parse_key(key)
+    if store is None or not resources.managed(resource) or file is None or file.suffix != catalog.ARCHIVE_SUFFIX:
+        abort(404)
+    try:
+        store.stat(resource["id"], key)
+    except ObjectNotFound:
+        abort(404)
+    return redirect(store.read_url(resource["id"], key), code=303)
 
 
 @bp.post("/backups")

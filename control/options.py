@@ -1,4 +1,5 @@
-"""A resource's options as its owner sets them: schedule, time zone and alert webhook, checked in one place.
+"""A resource's options as its owner sets them: schedule, time zone, alert webhook and the retention policy
+of the add-on's storage, checked in one place.
 
 Provisioning, ``remora-control resource create`` and any later change of settings go through
 ``validate`` before anything else happens (before Heroku's OAuth grant is exchanged, before a row
@@ -12,9 +13,12 @@ import datetime
 from collections.abc import Mapping
 
 from control import schedules, settings, webhooks
+from runner import retention
+from runner.errors import RemoraError
 
 DEFAULT_TIMEZONE = "UTC"
-KNOWN = ("schedule", "timezone", "alert_webhook")
+DEFAULT_RETENTION = retention.EXAMPLE  # what the add-on's storage keeps unless told: daily=7,weekly=4,monthly=12
+KNOWN = ("schedule", "timezone", "alert_webhook", "retention")
 
 
 class OptionError(ValueError):
@@ -26,6 +30,7 @@ class Options:
     schedule: str | None
     timezone: str
     alert_webhook: str | None = dataclasses.field(repr=False)  # it often carries a secret
+    retention: str = DEFAULT_RETENTION  # normalized, as str(retention.Policy) writes it
 
 
 def validate(given: Mapping, *, policy: webhooks.Policy, default_schedule: str | None = None,
@@ -45,7 +50,18 @@ def validate(given: Mapping, *, policy: webhooks.Policy, default_schedule: str |
             policy.validate(webhook)
     except (schedules.ScheduleError, webhooks.WebhookError) as e:
         raise OptionError(str(e)) from e
-    return Options(schedule=schedule, timezone=timezone, alert_webhook=webhook)
+    return Options(schedule=schedule, timezone=timezone, alert_webhook=webhook,
+                   retention=_retention(given.get("retention", DEFAULT_RETENTION)))
+
+
+def _retention(text) -> str:
+    """The policy the clock applies in the add-on's storage, as ``prune`` reads one."""
+    if not isinstance(text, str) or len(text) > 100:
+        raise OptionError("retention must be a policy like daily=7,weekly=4,monthly=12")
+    try:
+        return str(retention.parse(text, source="retention"))
+    except RemoraError as e:
+        raise OptionError(e.one_line()) from e
 
 
 def policy(config: Mapping) -> webhooks.Policy:

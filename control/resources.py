@@ -16,9 +16,11 @@ from psycopg import Connection
 from control import schedules, tokens
 from control.options import Options
 
+BYO = "byo"  # the plan whose backups go to the customer's own target; every other plan stores in the add-on's
+
 
 def create(conn: Connection, config: Mapping, options: Options, *, app: str | None,
-           resource_id: uuid.UUID | None = None, plan: str = "local", region: str | None = None,
+           resource_id: uuid.UUID | None = None, plan: str = BYO, region: str | None = None,
            keep_token: bool = False) -> tuple[dict, str] | None:
     """Insert a resource with validated ``options``; its row and API token, or None if ``resource_id`` exists.
 
@@ -30,13 +32,18 @@ def create(conn: Connection, config: Mapping, options: Options, *, app: str | No
     webhook = tokens.seal(config, options.alert_webhook) if options.alert_webhook else None
     row = conn.execute(
         "insert into resources (id, app, plan, region, api_token_hash, api_token_sealed, schedule, timezone,"
-        " next_run_at, alert_webhook_sealed) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " next_run_at, alert_webhook_sealed, retention) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " on conflict (id) do nothing returning *",
         (resource_id or uuid.uuid4(), app, plan, region, tokens.digest(api_token),
          tokens.seal(config, api_token) if keep_token else None, options.schedule, options.timezone, next_run_at,
-         webhook),
+         webhook, options.retention),
     ).fetchone()
     return None if row is None else (row, api_token)
+
+
+def managed(resource: dict) -> bool:
+    """Whether the resource's plan stores its backups in the add-on's storage."""
+    return resource["plan"] != BYO
 
 
 def kept_token(conn: Connection, config: Mapping, resource: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import ipaddress
 import re
 import urllib.parse
@@ -25,6 +26,17 @@ _TEXT = {
     "HEROKU_ADDON_PASSWORD": ("HEROKU_ADDON_PASSWORD", None),
     "HEROKU_SSO_SALT": ("HEROKU_SSO_SALT", None),
     "HEROKU_OAUTH_CLIENT_SECRET": ("HEROKU_OAUTH_CLIENT_SECRET", None),
+    "REMORA_STORAGE_URL": ("STORAGE_URL", None),
+    "REMORA_STORAGE_ENDPOINT_URL": ("STORAGE_ENDPOINT_URL", None),
+    "REMORA_STORAGE_REGION": ("STORAGE_REGION", None),
+    "REMORA_STORAGE_ACCESS_KEY_ID": ("STORAGE_ACCESS_KEY_ID", None),
+    "REMORA_STORAGE_SECRET_ACCESS_KEY": ("STORAGE_SECRET_ACCESS_KEY", None),
+}
+# variable → (Flask config key, default); whole days, kept as a timedelta
+MAX_DAYS = 36500
+_DAYS = {
+    "REMORA_STORAGE_LOCK_DAYS": ("STORAGE_LOCK", None),
+    "REMORA_STORAGE_GRACE_DAYS": ("STORAGE_GRACE", 30),
 }
 _NUMBERS = {
     "REMORA_RUN_TTL": ("RUN_TTL", 4 * 3600),
@@ -37,7 +49,9 @@ LAUNCHERS = ("local", "heroku")
 ENVIRONMENTS = ("production", "development")
 # the control plane's own secrets: never handed to a run's process
 SECRET_VARIABLES = ("REMORA_SECRET_KEY", "REMORA_PREVIOUS_SECRET_KEYS", "DATABASE_URL", "HEROKU_ADDON_PASSWORD",
-                    "HEROKU_SSO_SALT", "HEROKU_OAUTH_CLIENT_SECRET")
+                    "HEROKU_SSO_SALT", "HEROKU_OAUTH_CLIENT_SECRET", "REMORA_STORAGE_SECRET_ACCESS_KEY")
+# the add-on's storage, the control plane's alone (REMORA_STORAGE_TIMEOUT is the runner's own, not one of these)
+STORAGE_VARIABLES = (*(v for v in _TEXT if v.startswith("REMORA_STORAGE_")), *_DAYS)
 KEY_BYTES = 32  # 256 bits
 GENERATE_KEY = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 MAX_NUMBER = 10**9
@@ -58,6 +72,13 @@ def from_env(env: Mapping[str, str]) -> dict:
         if text and not good:
             problems.append(f"{variable} must be a whole number from 1 to {MAX_NUMBER}, not {text!r}")
         config[key] = int(text) if good else default
+    for variable, (key, default) in _DAYS.items():
+        text = (env.get(variable) or "").strip()
+        good = re.fullmatch(r"[0-9]{1,5}", text) is not None and int(text) <= MAX_DAYS
+        if text and not good:
+            problems.append(f"{variable} must be a whole number of days up to {MAX_DAYS}, not {text!r}")
+        days = int(text) if good else default
+        config[key] = None if days is None else datetime.timedelta(days=days)
     # decrypt-only keys, newest first: what REMORA_SECRET_KEY was before a rotation (Flask's name for them)
     previous = (env.get("REMORA_PREVIOUS_SECRET_KEYS") or "").strip()
     config["SECRET_KEY_FALLBACKS"] = re.split(r"[\s,]+", previous) if previous else []
@@ -79,8 +100,24 @@ def check(config: Mapping) -> None:
         problems.append(f"REMORA_LAUNCHER {config['LAUNCHER']!r} is not one of {', '.join(LAUNCHERS)}")
     if config.get("ENV", "production") not in ENVIRONMENTS:
         problems.append(f"REMORA_ENV {config['ENV']!r} is not one of {', '.join(ENVIRONMENTS)}")
+    problems += _storage_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _storage_problems(config: Mapping) -> list[str]:
+    """The add-on's storage is optional, but all of a piece: a bucket, its credentials, a lock of a day or more."""
+    needed = ("STORAGE_URL", "STORAGE_ACCESS_KEY_ID", "STORAGE_SECRET_ACCESS_KEY")
+    if not any(config.get(key) for key in needed):
+        return []
+    problems = [f"REMORA_{key} is not set (the add-on's storage needs it)" for key in needed if not config.get(key)]
+    url = config.get("STORAGE_URL")
+    if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", url):
+        problems.append(f"REMORA_STORAGE_URL {url!r} is not s3://BUCKET/PREFIX")
+    lock = config.get("STORAGE_LOCK")
+    if lock is not None and lock <= datetime.timedelta(0):
+        problems.append("REMORA_STORAGE_LOCK_DAYS must be 1 or more (unset: no Object Lock)")
+    return problems
 
 
 def key_weakness(key: str) -> str | None:

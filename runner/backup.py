@@ -44,7 +44,7 @@ def run(config: Config, env: Mapping[str, str], *, allow_write_credential: bool 
             started = datetime.datetime.now(datetime.timezone.utc)
             backup_id = catalog.new_id(started)
             log.info("backup started", id=backup_id, label=label, database=plan.server.dbname,
-                     target=config.target_url, signer=signer or "none")
+                     target=config.target_name, signer=signer or "none")
             notations = {signing.NOTATION_ID: backup_id, signing.NOTATION_LABEL: label}
             stored = _store(
                 target,

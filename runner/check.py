@@ -16,7 +16,7 @@ from typing import TextIO, TypeVar
 import structlog
 
 from runner import crypto, keys, log, postgres, privileges, reading, signing
-from runner.config import Config
+from runner.config import ADD_ON_STORAGE, Config
 from runner.errors import RemoraError, StorageError, UsageError
 from runner.targets import open_target
 
@@ -180,6 +180,8 @@ def _described(key: keys.Key) -> str:
 
 
 def _target(config: Config) -> tuple[str, str]:
+    if config.add_on_storage:
+        return _add_on_storage(config)
     key = f"{config.storage_label or 'remora'}/.remora-probe-{secrets.token_hex(4)}"
     with open_target(config) as target:
         target.put(key, PROBE)
@@ -190,6 +192,14 @@ def _target(config: Config) -> tuple[str, str]:
     if size != len(PROBE):
         raise StorageError(f"the probe {key} came back with {size} bytes, not {len(PROBE)}")
     return key, f"{config.target_url}: wrote, read and deleted {key}"
+
+
+def _add_on_storage(config: Config) -> tuple[str, str]:
+    """No probe: nothing outside a backup run may write there. Listing proves the API token and the plan."""
+    with open_target(config) as target:
+        found = target.list()
+    stored = sum(info.size for info in found)
+    return found, f"{ADD_ON_STORAGE}: {len(found)} objects, {stored:,} bytes stored; each backup run writes its own"
 
 
 def _params(config: Config) -> dict[str, str]:

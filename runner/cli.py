@@ -154,8 +154,21 @@ def _backup(args, config: Config, env) -> int:
         manifest = backup.run(config, child_env(env), allow_write_credential=args.allow_write_credential)
         if reporter is not None:
             reporter.succeeded(manifest)
-    print(manifest.id)
+    print(manifest.id, flush=True)
+    if reporter is not None and config.retention is not None and config.target_url is not None:
+        _prune_after_backup(config)
     return 0
+
+
+def _prune_after_backup(config: Config) -> None:
+    """A run on the customer's own target applies REMORA_RETENTION once its backup is stored.
+
+    The backup has succeeded whatever happens here, so a failure is a warning; the next run tries again.
+    """
+    try:
+        prune.run(config, dry_run=False, report=lambda line: logger.info("pruned", step=line))
+    except RemoraError as e:
+        logger.warning(f"prune after the backup failed: {e.one_line()}")
 
 
 def _list(args, config: Config, env) -> int:

@@ -19,6 +19,8 @@ from runner.retention import Policy, parse as parse_policy
 
 TARGET_SCHEMES = ("file", "s3", "sftp")
 MIB = 1024 * 1024
+ADD_ON_STORAGE = "the add-on's storage"
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 class Secret:
@@ -50,7 +52,8 @@ class Config:
 
     database_url_env   the variable that held the database URL (named in messages)
     database_url       libpq URL of the (read-only) credential
-    target_url         where backups live: file://, s3:// or sftp://
+    target_url         where backups live: file://, s3:// or sftp://; None with the add-on's
+                       variables set: the add-on's own storage (a managed plan)
     label              the database's name in storage paths (None: the database name)
     gpg_public_keys    ASCII-armored public keys; every one is a recipient
     gpg_private_key    for restore, download --decrypt, verify --decrypt
@@ -66,8 +69,10 @@ class Config:
     retention          the policy ``prune`` applies (None: none configured, so prune refuses)
     control_url, run_id, run_token
                        set by the control plane on a run it launched: where to report, as whom
+                       (and, in the add-on's storage, what the run may write)
     api_url, api_token set by the add-on on the helper app: the resource's API, asked whether it
-                       recorded a backup being verified or restored
+                       recorded a backup being verified or restored, and, with no REMORA_TARGET_URL,
+                       the way into the add-on's storage
     retry_attempts     tries of each storage call before a transient failure is given up
     retry_backoff_max  seconds: the longest wait between two tries (the first waits about 0.5 s)
     storage_timeout    seconds a storage connection may make no progress before it counts as dead
@@ -146,12 +151,12 @@ class Config:
         )
         if config.target_url is not None:
             _check_target_url(config.target_url, problems)
+        if config.api_url is not None:
+            _check_api_url(config.api_url, problems)
         if config.label is not None and not manifest.LABEL.fullmatch(config.label):
             problems.append(
                 f"REMORA_LABEL {config.label!r} must be 1-63 letters, digits, '.', '_' or '-'"
             )
-        if config.api_url is not None and urlsplit(config.api_url).scheme not in ("http", "https"):
-            problems.append(f"REMORA_API_URL {config.api_url!r} is not an http(s) URL")
         if problems:
             raise UsageError("; ".join(problems), hint="fix the configuration and run again")
         return config
@@ -165,11 +170,27 @@ class Config:
         label = re.sub(r"[^A-Za-z0-9._-]", "_", dbname).lstrip("._-")[:63]
         return label or "database"
 
+    @property
+    def add_on_storage(self) -> bool:
+        """No target of the customer's own, and the add-on's variables: backups go to the add-on's storage."""
+        return self.target_url is None and (self.api_url is not None or self.control_url is not None)
+
+    @property
+    def target_name(self) -> str:
+        return self.target_url or ADD_ON_STORAGE
+
     def require(self, *fields: str) -> None:
-        """Raise one UsageError naming every variable that a command needs and is not set."""
-        missing = [self._variable(name) for name in fields if getattr(self, name) is None]
-        if missing:
-            raise UsageError(f"{', '.join(missing)} not set", hint="set it as a config var")
+        """Raise one UsageError naming every variable that a command needs and is not set.
+
+        ``target_url`` is there with the add-on's storage in its place.
+        """
+        absent = [name for name in fields if getattr(self, name) is None
+                  and not (name == "target_url" and self.add_on_storage)]
+        if absent:
+            hint = "set it as a config var"
+            if "target_url" in absent:
+                hint += "; without a target of your own, a managed plan of the add-on stores the backups"
+            raise UsageError(f"{', '.join(map(self._variable, absent))} not set", hint=hint)
 
     def secrets(self) -> list[str]:
         """Every secret value configured, for the log redactor."""
@@ -253,6 +274,18 @@ def _check_database_url(value: str) -> str | None:
     if not parts.path.strip("/"):
         return "names no database (postgres://user:password@host:5432/DATABASE)"
     return None
+
+
+def _check_api_url(value: str, problems: list[str]) -> None:
+    """REMORA_API_URL carries the API token: https, or plain http to this machine only."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"REMORA_API_URL {value!r} is not an http(s) URL")
+    elif parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        problems.append("REMORA_API_URL must be https (plain http only to this machine): the API token goes there")
 
 
 def _check_target_url(value: str, problems: list[str]) -> None:

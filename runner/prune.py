@@ -1,5 +1,7 @@
 """``remora-backup prune``: apply the retention policy, and clear what killed runs left behind.
 
+The add-on's storage is not pruned here: its control plane applies the same plan (``decide``) itself.
+
 Per label: each database's backups are judged on their own (runner.retention), so the newest
 backup of every database is always kept. With no label known, every label in the target is
 pruned in turn.
@@ -22,7 +24,7 @@ from collections.abc import Callable
 import structlog
 
 from runner import catalog, retention
-from runner.config import Config
+from runner.config import ADD_ON_STORAGE, Config
 from runner.errors import UsageError
 from runner.targets import Leftover, ObjectInfo, Target, open_target
 
@@ -60,6 +62,9 @@ def run(
             hint=f"set REMORA_RETENTION (e.g. {retention.EXAMPLE}) or pass --keep",
         )
     config.require("target_url")
+    if config.add_on_storage:
+        raise UsageError(f"{ADD_ON_STORAGE} is pruned by the add-on itself, by the policy set there",
+                         hint="change the retention policy in the add-on's dashboard or API")
     label = config.storage_label
     now = datetime.datetime.now(datetime.timezone.utc)
     with open_target(config) as target:
@@ -96,9 +101,21 @@ def plan(
     """What prune keeps and deletes under ``label`` (None: every label), backups oldest first, then leftovers."""
     prefix = f"{label}/" if label else ""
     objects = {info.key: info for info in target.list(prefix)}
+    return decide(objects, target.leftovers(prefix), policy, now=now, leftover_age=leftover_age)
+
+
+def decide(
+    objects: dict[str, ObjectInfo],
+    leftovers: list[Leftover],
+    policy: retention.Policy,
+    *,
+    now: datetime.datetime,
+    leftover_age: datetime.timedelta,
+) -> list[Step]:
+    """The plan for a listing (key → object) and its unfinished uploads. Pure: the add-on's retention uses it too."""
     steps = _backup_steps(objects, policy)
     steps += _orphan_steps(objects, now=now, leftover_age=leftover_age)
-    steps += _upload_steps(target.leftovers(prefix), now=now, leftover_age=leftover_age)
+    steps += _upload_steps(leftovers, now=now, leftover_age=leftover_age)
     return steps
 
 

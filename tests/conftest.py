@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.servers.seaweed",
     "tests.servers.heroku",
     "tests.controlplane",
+    "tests.managed",
 ]
 
 import pytest

@@ -73,6 +73,13 @@ CASES = {
                                     r"REMORA_TARGET_URL needs a user and a host"),
     "SFTP URL with a password": Case("sftp", setting(REMORA_TARGET_URL="sftp://u:secret@127.0.0.1/backups"), 2,
                                      r"REMORA_TARGET_URL must not hold a password"),
+    "add-on's API over plain http": Case("file", lambda env, ctx: {
+        **without(env, "REMORA_TARGET_URL"), "REMORA_API_URL": "http://control.example.com/api/v1/resources/r",
+        "REMORA_API_TOKEN": "api-token"}, 2, r"REMORA_API_URL must be https \(plain http only to this machine\)"),
+    "add-on's storage without a run": Case("file", lambda env, ctx: {
+        **without(env, "REMORA_TARGET_URL"), "REMORA_API_URL": "http://127.0.0.1:9/api/v1/resources/r",
+        "REMORA_API_TOKEN": "api-token"}, 2,
+        r"cannot start the upload of \S+ in the add-on's storage without a run launched by the add-on"),
     "bad label": Case("file", setting(REMORA_LABEL="../up"), 2, r"REMORA_LABEL '\.\./up' must be"),
     "bad S3 part size": Case("s3", setting(REMORA_S3_PART_SIZE_MB="1"), 2,
                              r"REMORA_S3_PART_SIZE_MB must be a whole number from 5 to 5120"),

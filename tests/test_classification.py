@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.server
 import os
 import signal
 import socket
@@ -35,9 +36,10 @@ from botocore.exceptions import (
 
 from runner.config import Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
-from runner.targets import local, sftp
+from runner.targets import local, managed, sftp
 from runner.targets.s3 import S3Target
 from tests.helpers import REPO
+from tests.servers.util import free_ports, serving
 
 TRANSIENT, PERMANENT, MISSING = "transient", "permanent", "missing"
 
@@ -222,3 +224,83 @@ def test_a_stop_signal_raises_terminated_once(signum, code):
     child.send_signal(signum)
     assert child.communicate(timeout=10)[0] == f"{code}\n"
     assert child.returncode == 0
+
+
+# --- the add-on's storage: the control plane's and S3's answers, and none at all -------------------
+
+
+@contextlib.contextmanager
+def answering(status: int, body: bytes, headers: dict[str, str] | None = None):
+    """An HTTP server on a free loopback port that answers every request with ``status`` and ``body``."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(status)
+            for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serving(server):
+        yield f"http://127.0.0.1:{server.server_port}"
+
+
+def managed_target(url: str):
+    env = {"REMORA_API_URL": f"{url}/api/v1/resources/r", "REMORA_API_TOKEN": "api-token",
+           "REMORA_CONTROL_URL": url, "REMORA_RUN_ID": "run", "REMORA_RUN_TOKEN": "run-token",
+           "REMORA_STORAGE_TIMEOUT": "2"}
+    return managed.from_config(Config.from_env(env))
+
+
+@pytest.mark.parametrize("status, body, headers, expected", [
+    (503, b'{"error": "the add-on\'s storage failed; try again later"}', None, TRANSIENT),
+    (502, b"<html>bad gateway</html>", None, TRANSIENT),
+    (429, b'{"error": "slow down"}', None, TRANSIENT),
+    (401, b'{"error": "invalid run token"}', None, PERMANENT),
+    (403, b'{"error": "run has ended (succeeded) or outlived its time to live"}', None, PERMANENT),
+    (409, b'{"error": "backup id x belongs to another run"}', None, PERMANENT),
+    (302, b"", {"Location": "http://127.0.0.1:9/elsewhere"}, PERMANENT),  # never followed, token and all
+    (200, b"[1, 2]", None, PERMANENT),
+    (200, b"not json", None, PERMANENT),
+    (200, b'{"upload": "../../etc"}', None, PERMANENT),
+], ids=["503", "502-html", "429", "401", "403", "409", "redirect", "json-list", "not-json", "odd-upload"])
+def test_the_add_ons_answers_to_a_run_are_sorted(status, body, headers, expected):
+    with answering(status, body, headers) as url, managed_target(url) as target:
+        with pytest.raises(StorageError) as caught:
+            target.begin("db/2026/11/30/20261130T010000Z-abcdef.dump.gpg")
+    assert kind(caught.value) == expected, caught.value
+    assert "run-token" not in caught.value.one_line()
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (400, b"<Error><Code>BadDigest</Code><Message>damaged</Message></Error>", TRANSIENT),
+    (403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>", TRANSIENT),
+    (500, b"<Error><Code>InternalError</Code></Error>", TRANSIENT),
+    (403, b"<Error><Code>SignatureDoesNotMatch</Code><Message>no</Message></Error>", PERMANENT),
+    (404, b"<Error><Code>NoSuchUpload</Code></Error>", PERMANENT),
+], ids=["bad-digest", "expired", "500", "signature", "no-upload"])
+def test_s3s_answers_to_a_presigned_part_are_sorted(status, body, expected):
+    with answering(status, body) as url, managed_target("http://127.0.0.1:9") as target:
+        with pytest.raises(StorageError) as caught:
+            target.s3_put(f"{url}/bucket/key?partNumber=1", b"part", {}, action="upload part 1")
+    assert kind(caught.value) == expected, caught.value
+
+
+def test_an_add_on_out_of_reach_or_answering_too_much_is_sorted():
+    (closed,) = free_ports(1)
+    with managed_target(f"http://127.0.0.1:{closed}") as target, pytest.raises(StorageError) as caught:
+        target.list()
+    assert kind(caught.value) == TRANSIENT
+    huge = b'{"objects": [' + b" " * (managed.MAX_ANSWER + 1) + b"]}"
+    with answering(200, huge) as url, managed_target(url) as target, pytest.raises(StorageError) as caught:
+        target.list()
+    assert kind(caught.value) == PERMANENT and "MiB" in caught.value.message
+    with answering(404, b'{"error": "no such object"}') as url, managed_target(url) as target:
+        with pytest.raises(ObjectNotFound):
+            target.stat("db/2026/11/30/20261130T010000Z-abcdef.manifest.json")

@@ -9,6 +9,7 @@ import pytest
 from tests.controlplane import ADDON_ID, connect, make_resource, provision_body, sso_form
 
 NONE, WRONG, OTHER = "none", "wrong", "other"
+UPLOAD, KEY = "7f0c8a52-36a1-4d8e-9e0f-2b1f4c2a9d10", "shop/2026/11/27/20261127T214800Z-3f9a2c.manifest.json"
 
 
 def _bearer(token: str) -> dict:
@@ -52,6 +53,18 @@ ROUTES = [
         NONE: (lambda w: {"json": {"type": "started"}}, 401),
         WRONG: (lambda w: {"json": {"type": "started"}, **_bearer("x" * 43)}, 401),
         OTHER: (lambda w: {"json": {"type": "started"}, **_bearer(w["a_token"])}, 401)}),
+    *[(method, f"/api/v1/runs/{{run_a}}/storage/{tail}", f"/api/v1/runs/<uuid:run_id>/storage/{rule}", {
+        NONE: (lambda w: {"json": {}}, 401), WRONG: (lambda w: {"json": {}, **_bearer("x" * 43)}, 401),
+        OTHER: (lambda w: {"json": {}, **_bearer(w["a_token"])}, 401)}) for method, tail, rule in (
+        ("POST", "uploads", "uploads"),
+        ("POST", f"uploads/{UPLOAD}/parts/1", "uploads/<uuid:upload>/parts/<int:number>"),
+        ("POST", f"uploads/{UPLOAD}/complete", "uploads/<uuid:upload>/complete"),
+        ("DELETE", f"uploads/{UPLOAD}", "uploads/<uuid:upload>"),
+        ("PUT", f"objects/{KEY}", "objects/<path:key>"))],
+    *[("GET", f"/api/v1/resources/{{a}}/storage/{tail}", f"/api/v1/resources/<uuid:resource_id>/storage/{rule}", {
+        NONE: (lambda w: {}, 401), WRONG: (lambda w: _bearer(w["a_token"][1:]), 401),
+        OTHER: (lambda w: _bearer(w["b_token"]), 404)}) for tail, rule in (
+        ("objects", "objects"), (f"objects/{KEY}", "objects/<path:key>"))],
     ("POST", "/heroku/resources", "/heroku/resources", {
         NONE: (lambda w: {"json": w["body"]}, 401),
         WRONG: (lambda w: {"json": w["body"], **_basic(ADDON_ID, "guess")}, 401),
@@ -71,6 +84,10 @@ ROUTES = [
         NONE: (lambda w: {}, 401), WRONG: (lambda w: {"headers": {"Cookie": "session=forged.cookie.value"}}, 401),
         # a session names its own resource: another's browser sees only its own runs
         OTHER: (lambda w: {"browser": w["b_browser"]}, 200)}),
+    ("GET", f"/dashboard/backups/{KEY}", "/dashboard/backups/<path:key>", {
+        NONE: (lambda w: {}, 401), WRONG: (lambda w: {"headers": {"Cookie": "session=forged.cookie.value"}}, 401),
+        # a session names its own resource: another's browser finds no such backup of its own
+        OTHER: (lambda w: {"browser": w["b_browser"]}, 404)}),
     ("POST", "/dashboard/backups", "/dashboard/backups", {
         NONE: (lambda w: {"data": {"csrf": "x"}}, 401),
         WRONG: (lambda w: {"data": {"csrf": "x"}, "headers": {"Cookie": "session=forged.cookie.value"}}, 401),
@@ -99,5 +116,5 @@ def test_every_route_rejects_missing_wrong_and_foreign_credentials(heroku_app, w
         assert answer.is_json and answer.json["error"]
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n from runs").fetchone()["n"] == 2  # nothing was triggered
-        assert conn.execute("select count(*) as n from resources where plan = 'local' and deprovisioned_at is null"
+        assert conn.execute("select count(*) as n from resources where plan = 'byo' and deprovisioned_at is null"
                             ).fetchone()["n"] == 2  # nothing was changed or removed

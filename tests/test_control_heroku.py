@@ -29,6 +29,7 @@ def test_provisioning_exchanges_the_grant_and_stores_tokens_encrypted(heroku_app
     access = tokens.unseal(heroku_app.config, row["oauth_access_token"])
     assert access in heroku.access_tokens and access.encode() not in bytes(row["oauth_access_token"])
     assert (row["plan"], row["schedule"], row["app"]) == ("basic", "0 3 * * *", None)
+    assert row["retention"] == "daily=7,weekly=4,monthly=12"  # a managed plan keeps the add-on's default policy
     listed = client.get(config["REMORA_API_URL"].removeprefix("https://control.test") + "/backups",
                         headers={"Authorization": f"Bearer {config['REMORA_API_TOKEN']}"})
     assert listed.status_code == 200 and listed.json["runs"] == []
@@ -55,6 +56,9 @@ def test_a_bad_grant_or_bad_options_provision_nothing(heroku_app, heroku):
     assert refused.status_code == 422 and "authorization_code grant (HTTP 401)" in refused.json["error"]
     bad = client.post("/heroku/resources", json=provision_body(heroku, schedule="every day"), headers=BASIC)
     assert bad.status_code == 422 and "'every day' is not a cron expression" in bad.json["error"]
+    bad = client.post("/heroku/resources", json=provision_body(heroku, retention="hourly=24"), headers=BASIC)
+    assert bad.status_code == 422 and "retention has 'hourly=24'" in bad.json["error"]
+    assert len(heroku.requests) == 1, "refused before the grant is exchanged"
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n from resources").fetchone()["n"] == 0
 

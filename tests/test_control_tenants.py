@@ -244,6 +244,9 @@ def test_a_lost_dyno_answer_starts_one_backup_and_a_second_process_does_not_dump
     assert (run["state"], run["backup_id"]) == ("succeeded", first.stdout.strip())
 
 
+MANIFEST = "shop/2026/11/30/20261130T010000Z-abcdef.manifest.json"
+
+
 # every route, with credentials that get its body read if it reads one: (method, rule, path, headers, reads JSON)
 def _routes(resource_id, api_token: str, run_id, run_token: str) -> list[tuple[str, str, str, dict, bool]]:
     api = {"Authorization": f"Bearer {api_token}"}
@@ -257,6 +260,18 @@ def _routes(resource_id, api_token: str, run_id, run_token: str) -> list[tuple[s
         ("GET", "/api/v1/runs/<uuid:run_id>", f"/api/v1/runs/{run_id}", api, False),
         ("POST", "/api/v1/runs/<uuid:run_id>/events", f"/api/v1/runs/{run_id}/events",
          {"Authorization": f"Bearer {run_token}"}, True),
+        *[(method, f"/api/v1/runs/<uuid:run_id>/storage/{rule}", f"/api/v1/runs/{run_id}/storage/{path}",
+           {"Authorization": f"Bearer {run_token}"}, reads_json) for method, rule, path, reads_json in (
+            ("POST", "uploads", "uploads", True),
+            ("POST", "uploads/<uuid:upload>/parts/<int:number>", f"uploads/{uuid.uuid4()}/parts/1", True),
+            ("POST", "uploads/<uuid:upload>/complete", f"uploads/{uuid.uuid4()}/complete", True),
+            ("DELETE", "uploads/<uuid:upload>", f"uploads/{uuid.uuid4()}", False),
+            ("PUT", "objects/<path:key>", f"objects/{MANIFEST}", False))],
+        ("GET", "/api/v1/resources/<uuid:resource_id>/storage/objects",
+         f"/api/v1/resources/{resource_id}/storage/objects", api, False),
+        ("GET", "/api/v1/resources/<uuid:resource_id>/storage/objects/<path:key>",
+         f"/api/v1/resources/{resource_id}/storage/objects/{MANIFEST}", api, False),
+        ("GET", "/dashboard/backups/<path:key>", f"/dashboard/backups/{MANIFEST}", {}, False),
         ("POST", "/heroku/resources", "/heroku/resources", basic, True),
         ("PUT", "/heroku/resources/<uuid:resource_id>", f"/heroku/resources/{resource_id}", basic, True),
         ("DELETE", "/heroku/resources/<uuid:resource_id>", f"/heroku/resources/{uuid.uuid4()}", basic, False),

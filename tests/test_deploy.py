@@ -32,7 +32,10 @@ SCHEMA = json.loads((REPO / "reference" / "heroku" / "app-json-schema.json").rea
 TEMPLATE = json.loads((REPO / "addon-manifest.json").read_text())
 # set on each run by the control plane's launcher, so never app.json entries (checked against it below)
 PER_RUN = {"REMORA_CONTROL_URL", "REMORA_RUN_ID", "REMORA_RUN_TOKEN"}
-REQUIRED = {"REMORA_TARGET_URL", "REMORA_GPG_PUBLIC_KEYS"}
+# set on the helper app by the add-on's provisioning (its config vars), so never app.json entries either
+ADD_ON = set(TEMPLATE["api"]["config_vars"])
+# a managed plan needs no REMORA_TARGET_URL: the add-on stores the backups
+REQUIRED = {"REMORA_GPG_PUBLIC_KEYS"}
 # a database URL: every secret variable takes it, and most others refuse it (see secret_variables)
 PROBE = "postgres://probe:probe@probe.invalid/probe"
 

@@ -17,6 +17,7 @@ from tests.faults.harness import MIB, FaultRun, Stored, assert_outcome
 from tests.faults.proxy import FaultProxy, Refuse
 from tests.faults.table import ATTEMPTS, FAULTS, Fault
 from tests.helpers import REPO, target_folder
+from tests.managed import SMALL_PARTS, clock_pass
 from tests.servers.postgres import add_blob_table
 from tests.servers.sshd import running_sshd, sftp_env
 
@@ -42,7 +43,7 @@ CASES = [pytest.param(fault, target, id=f"{fault.name}-{target}") for fault in F
 @pytest.mark.parametrize("fault, target", CASES)
 def test_fault(fault: Fault, target: str, request, pg_cluster, gpg_env):
     database = request.getfixturevalue(f"{fault.database}_database")
-    with _TARGETS[target](request, fault) as (target_env, proxy, stored, uploading, make_impostor):
+    with _TARGETS[target](request, fault) as (target_env, proxy, stored, uploading, helpers):
         env = {"REMORA_DATABASE_URL": pg_cluster.reader_url(database), **gpg_env, **target_env, **RUNNER_ENV}
         run = FaultRun(
             target=target,
@@ -53,7 +54,7 @@ def test_fault(fault: Fault, target: str, request, pg_cluster, gpg_env):
             proxy=proxy,
             stored=stored,
             uploading=uploading,
-            make_impostor=make_impostor,
+            helpers=helpers,
         )
         assert_outcome(run, fault.inject(run), fault.outcome)
 
@@ -62,7 +63,7 @@ def test_fault(fault: Fault, target: str, request, pg_cluster, gpg_env):
 def _file(request, fault: Fault):
     env = request.getfixturevalue("file_target_env")
     folder = target_folder(env)
-    yield env, None, lambda: _files(folder), lambda: _temp_bytes(folder) >= MIB, None
+    yield env, None, lambda: _files(folder), lambda: _temp_bytes(folder) >= MIB, {}
 
 
 @contextlib.contextmanager
@@ -79,7 +80,7 @@ def _sftp(request, fault: Fault):
         def make_impostor() -> int:
             return impostors.enter_context(running_sshd(tmp_path / f"impostor-{uuid.uuid4().hex[:6]}")).port
 
-        yield env, proxy, lambda: _files(folder), lambda: _temp_bytes(folder) >= MIB, make_impostor
+        yield env, proxy, lambda: _files(folder), lambda: _temp_bytes(folder) >= MIB, {"impostor": make_impostor}
 
 
 @contextlib.contextmanager
@@ -103,10 +104,37 @@ def _s3(request, fault: Fault):
                     return True
             return False
 
-        yield env, proxy, stored, uploading, None
+        yield env, proxy, stored, uploading, {}
 
 
-_TARGETS = {"file": _file, "sftp": _sftp, "s3": _s3}
+@contextlib.contextmanager
+def _managed(request, fault: Fault):
+    """The add-on's storage, through a run of a managed resource whose control plane is behind the proxy."""
+    plane = request.getfixturevalue("managed_plane")
+    client = request.getfixturevalue("s3_server").client()
+    resource, api_token = plane.resource()
+    run, token = plane.run(resource)
+    folder = plane.store.folder(resource["id"])
+    with FaultProxy(urlsplit(plane.url).port, http=fault.http) as proxy:
+        env = {**plane.run_env(run, token), **plane.api_env(resource, api_token), **SMALL_PARTS,
+               "REMORA_CONTROL_URL": f"http://127.0.0.1:{proxy.port}"}
+
+        def stored() -> Stored:
+            objects = client.list_objects_v2(Bucket=plane.store.bucket, Prefix=folder).get("Contents", [])
+            uploads = client.list_multipart_uploads(Bucket=plane.store.bucket, Prefix=folder).get("Uploads", [])
+            return Stored([o["Key"] for o in objects], [f"upload of {u['Key']}" for u in uploads])
+
+        def expire() -> None:
+            with plane.pool.connection() as conn:
+                conn.execute("update runs set created_at = created_at - interval '30 days' where id = %s", (run["id"],))
+
+        def clock() -> None:
+            clock_pass(plane.app)
+
+        yield env, proxy, stored, lambda: bool(stored().unfinished), {"expire": expire, "clock": clock}
+
+
+_TARGETS = {"file": _file, "sftp": _sftp, "s3": _s3, "managed": _managed}
 
 
 def _files(folder: Path) -> Stored:

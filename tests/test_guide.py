@@ -32,6 +32,7 @@ from tests.helpers import REPO
 from tests.procs import with_marker
 from tests.servers.gpg import stop_agent
 from tests.servers.postgres import running_cluster
+from tests.servers.seaweed import storage_variables
 from tests.servers.sshd import SSHD, keygen
 from tests.servers.util import free_port, serving
 
@@ -120,13 +121,14 @@ def _no_deploy(shell, form):
 
 
 @pytest.fixture
-def control_plane(control_db, heroku):
-    """The add-on: the control plane served on a free port, and its clock launching dynos through the stand-in."""
+def control_plane(control_db, heroku, storage_config):
+    """The add-on: the control plane served on a free port, and its clock launching dynos through the stand-in;
+    managed plans store in SeaweedFS."""
     port = free_port()
     env = {**control_env(control_db), "REMORA_LAUNCHER": "heroku", "REMORA_CONTROL_URL": f"http://127.0.0.1:{port}",
            "HEROKU_API_URL": heroku.api_url, "HEROKU_ID_URL": heroku.id_url, "HEROKU_ADDON_ID": ADDON_ID,
            "HEROKU_ADDON_PASSWORD": ADDON_PASSWORD, "HEROKU_SSO_SALT": SSO_SALT,
-           "HEROKU_OAUTH_CLIENT_SECRET": CLIENT_SECRET}
+           "HEROKU_OAUTH_CLIENT_SECRET": CLIENT_SECRET, **storage_variables(storage_config)}
     app = create_app(settings.from_env(env))
     clock = subprocess.Popen(control_argv("clock"), env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -139,8 +141,9 @@ def control_plane(control_db, heroku):
         app.extensions["remora.pool"].close()
 
 
-def test_on_heroku(workdir, sshd_server, heroku, control_plane):
-    """The customer's path: the Heroku CLI's and Platform API's stand-ins, the add-on, a real sshd as their SFTP server."""
+def test_on_heroku(workdir, sshd_server, heroku, control_plane, s3_server, storage_config):
+    """The customer's path: the Heroku CLI's and Platform API's stand-ins, the add-on with its storage on SeaweedFS,
+    then a real sshd as their own SFTP server."""
     work, home, marker = workdir
     work.mkdir()
     (home / "offline").mkdir()
@@ -171,7 +174,12 @@ def test_on_heroku(workdir, sshd_server, heroku, control_plane):
         stop_agent(home / ".gnupg")
 
     assert deployed and "database    next" in deployed[0], "the postdeploy check said what comes next"
+    assert "target      ok    the add-on's storage: 0 objects" in deployed[0]
     assert [d["command"] for d in heroku.dynos.values()] == ["bin/remora-backup backup"], "the add-on launched one"
+    bucket, prefix = storage_config["STORAGE_URL"].removeprefix("s3://").split("/", 1)
+    stored = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    assert sorted(o["Key"].rsplit(".", 2)[1] for o in stored) == ["dump", "manifest"], "one backup in the add-on's"
+    assert len(list(sftp_dir.rglob("*.manifest.json"))) == 1, "and one on the customer's own server"
     assert heroku.problems == []
     assert not any(work.rglob("*.dump")), "nothing decrypted was left on disk"
 

@@ -143,3 +143,23 @@ def test_prune_without_a_policy_refuses_and_deletes_nothing(file_target_env):
     assert bad.returncode == 2 and "--keep has 'hourly=24'" in bad.stderr
     bad = remora("prune", "--keep", "daily=1", "--leftover-age", "0", env=file_target_env)
     assert bad.returncode == 2 and "--leftover-age" in bad.stderr
+
+
+def test_a_run_to_the_customers_own_target_prunes_after_its_backup(managed_plane, file_target_env, database_env,
+                                                                  database, gpg_env):
+    """A byo resource's launched run applies REMORA_RETENTION once its backup is stored; a plain backup does not."""
+    resource, _ = managed_plane.resource(plan="byo")
+    env = {**file_target_env, **database_env, **gpg_env, "REMORA_RETENTION": POLICY}
+    with open_target(Config.from_env(env)) as target:
+        ids = {name: craft_backup(target, database, when) for name, (when, _) in CRAFTED.items()}
+        unpruned = ok(remora("backup", env=env)).stdout.strip()
+        assert len(catalog.manifest_keys(target, database)) == len(CRAFTED) + 1
+        for key in (catalog.manifest_key(database, unpruned), catalog.archive_key(database, unpruned)):
+            target.delete(key)  # else the run's backup may come in the same second, and either be the newest
+
+        run, token = managed_plane.run(resource)
+        result = ok(remora("backup", env={**env, **managed_plane.run_env(run, token)}))
+        newest = result.stdout.strip()
+        assert 'event=pruned step="delete' in result.stderr
+        kept = {newest} | {ids[name] for name, (_, reason) in CRAFTED.items() if reason}
+        assert sorted(catalog.manifest_keys(target, database)) == sorted(kept)

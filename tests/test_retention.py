@@ -7,9 +7,11 @@ import datetime
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from runner import catalog, prune
 from runner.config import Config
 from runner.errors import UsageError
 from runner.retention import KINDS, Policy, parse, plan
+from runner.targets import ObjectInfo
 
 UTC = datetime.timezone.utc
 
@@ -169,3 +171,25 @@ def test_an_older_backup_never_displaces_a_kept_one(policy, times, moment):
         moment = min(times.values()) - datetime.timedelta(seconds=1)
     older = {**times, f"{moment:%Y%m%dT%H%M%SZ}-000000": moment.replace(microsecond=0)}
     assert set(kept(plan(policy, times))) <= set(kept(plan(policy, older)))
+
+
+labelled_backups = st.lists(
+    st.tuples(st.sampled_from(["shop", "crm", "db-2"]), moments, st.integers(0, 0xFFFFFF)), max_size=40
+).map(lambda items: {(label, f"{t:%Y%m%dT%H%M%SZ}-{n:06x}"): t.replace(microsecond=0) for label, t, n in items})
+
+
+@given(policies, labelled_backups)
+def test_the_plan_of_prune_and_of_the_add_ons_clock_deletes_exactly_what_the_policy_does_not_keep(policy, backups):
+    """``prune.decide`` is the one plan: ``remora-backup prune``, a run's prune after its backup and the add-on's
+    clock (control/expiry.py) all carry it out, each label judged on its own, each backup manifest first."""
+    now = datetime.datetime(2029, 1, 1, tzinfo=UTC)
+    objects = {key: ObjectInfo(key, 1, now) for label, backup_id in backups
+               for key in (catalog.archive_key(label, backup_id), catalog.manifest_key(label, backup_id))}
+    steps = prune.decide(objects, [], policy, now=now, leftover_age=datetime.timedelta(hours=24))
+    expected = []
+    for label in {label for label, _ in backups}:
+        times = {backup_id: t for (each, backup_id), t in backups.items() if each == label}
+        expected += [(catalog.manifest_key(label, d.id), catalog.archive_key(label, d.id))
+                     for d in plan(policy, times) if not d.keep]
+    assert sorted(step.keys for step in steps if step.verb == "delete") == sorted(expected)
+    assert len(steps) == len(backups)

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from runner.config import Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError
 from runner.targets import open_target
-from runner.targets.s3 import MAX_PART_SIZE, MAX_PARTS, part_size
+from runner.targets.parts import MAX_PART_SIZE, MAX_PARTS, part_size
 from runner.transfer import upload_stream
 from tests.servers.seaweed import PREFIX, free_ports
 

@@ -67,7 +67,7 @@ def _round(url: str, count: int, *, poisoned: int = 0, step: str = "launch_due")
     """``count`` schedules due now (``poisoned`` of them raising), dispatched by CLOCKS processes started
     together, each doing ``clock.<step>``; what they did."""
     with connect(url) as conn:
-        conn.execute("truncate runs, resources, webhook_deliveries")
+        conn.execute("truncate runs, resources, webhook_deliveries cascade")
     due_schedules(url, count)
     with connect(url) as conn:  # as a legacy value in their rows: provisioning refuses them now
         conn.execute("update resources set schedule = %s where id in (select id from resources order by random()"

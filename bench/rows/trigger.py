@@ -150,7 +150,7 @@ def _resources(url: str, count: int) -> list[Target]:
 def _round(url: str, port: int, targets: list[Target], seconds: float, failed: collections.Counter) -> Sample:
     """RATE requests a second for ``seconds``; latency percentiles, errors, and the runs they made."""
     with connect(url) as conn:
-        conn.execute("truncate runs")
+        conn.execute("truncate runs cascade")
     answers = _fire(port, targets, count=round(RATE * seconds))
     failed.update(what for what, _ in answers if what != "202")
     latencies = sorted(ms for _, ms in answers)

@@ -8,18 +8,18 @@ import threading
 from collections.abc import Mapping
 
 from control.launchers.base import GONE, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchSpec
-from control.settings import SECRET_VARIABLES
+from control.settings import SECRET_VARIABLES, STORAGE_VARIABLES
 
 
 class LocalLauncher(Launcher):
     """Runs ``remora-backup backup`` with this process's environment plus the run's variables.
 
-    The control plane's own secrets (its database, its secret key, Heroku's credentials) are
-    taken out: the runner has no use for them.
+    The control plane's own secrets (its database, its secret key, Heroku's credentials) and the
+    add-on's storage settings are taken out: a run must never hold them.
     """
 
     def __init__(self, env: Mapping[str, str]):
-        self._env = {k: v for k, v in env.items() if k not in SECRET_VARIABLES}
+        self._env = {k: v for k, v in env.items() if k not in SECRET_VARIABLES + STORAGE_VARIABLES}
         self._children: dict[str, subprocess.Popen] = {}
         self._lock = threading.Lock()  # the worker launches from several threads
 

@@ -18,6 +18,7 @@ import abc
 import dataclasses
 import datetime
 import re
+import threading
 from typing import BinaryIO
 
 MIB = 1024 * 1024
@@ -125,6 +126,32 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def discard(self, leftover: Leftover) -> None:
         """Remove a leftover; one already gone is not an error. Never call it on a running upload."""
+
+
+class OpenUploads:
+    """The uploads a target has begun that hold storage until they end, so that closing it aborts them.
+
+    As s3transfer does: an upload is added the moment it exists, and taken out when it completes or aborts.
+    """
+
+    def __init__(self):
+        self._uploads: set[Upload] = set()
+        self._lock = threading.Lock()
+
+    def add(self, upload: Upload) -> None:
+        with self._lock:
+            self._uploads.add(upload)
+
+    def discard(self, upload: Upload) -> None:
+        with self._lock:
+            self._uploads.discard(upload)
+
+    def abort_all(self) -> None:
+        """Abort every upload still open (each takes itself out)."""
+        with self._lock:
+            uploads = list(self._uploads)
+        for upload in uploads:
+            upload.abort()
 
 
 _TEMPORARY = re.compile(r"(?P<folder>(?:.*/)?)\.(?P<name>[^/]+)\.[0-9a-f]{8}\.part")

@@ -42,13 +42,10 @@ from runner.errors import (
     TransientStorageError,
     UsageError,
 )
-from runner.targets.base import MIB, Leftover, ObjectInfo, Target, Upload
+from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
+from runner.targets.parts import check_number, check_whole, part_size
 
 log = structlog.get_logger()
-
-MAX_PARTS = 10_000
-MAX_PART_SIZE = 5 * 1024 * MIB
-PARTS_PER_STEP = 1_000  # part size doubles after every this many parts
 
 _TRANSIENT_CODES = {
     "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeoutException",
@@ -117,9 +114,8 @@ class S3Target(Target):
         self.client = client
         self.base_part_size = part_size
         self.max_in_flight = in_flight
-        self._open_uploads: set[_S3Upload] = set()
+        self.open_uploads = OpenUploads()
         self.unsure_starts: set[str] = set()  # keys whose upload S3 may have started unanswered
-        self._lock = threading.Lock()
 
     def full_key(self, key: str) -> str:
         """The object's key in the bucket: the target's key under the URL's prefix."""
@@ -175,21 +171,9 @@ class S3Target(Target):
         with contextlib.suppress(ObjectNotFound), self.errors("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
 
-    def opened(self, upload: _S3Upload) -> None:
-        """Remember an upload that holds storage until it ends, so that close() can abort it."""
-        with self._lock:
-            self._open_uploads.add(upload)
-
-    def ended(self, upload: _S3Upload) -> None:
-        with self._lock:
-            self._open_uploads.discard(upload)
-
     def close(self) -> None:
         """Abort uploads left neither completed nor aborted, then release connections."""
-        with self._lock:
-            leftovers = list(self._open_uploads)
-        for upload in leftovers:
-            upload.abort()
+        self.open_uploads.abort_all()
         self.client.close()
 
     def leftovers(self, prefix: str = "") -> list[Leftover]:
@@ -249,17 +233,13 @@ class _S3Upload(Upload):
             raise
         # from here on the upload holds storage until aborted, so register it at once
         self._upload_id = created["UploadId"]
-        target.opened(self)
+        target.open_uploads.add(self)
 
     def part_size(self, number: int) -> int:
         return part_size(self._target.base_part_size, number)
 
     def send(self, number: int, data: bytes) -> None:
-        if not 1 <= number <= MAX_PARTS:
-            raise StorageError(
-                f"cannot upload part {number} of {self._target.url(self._key)}: "
-                f"S3 allows parts 1 to {MAX_PARTS}"
-            )
+        check_number(number, self._target.url(self._key))
         checksum = _sha256(data)
         with self._target.errors(f"upload part {number} of", self._key):
             sent = self._target.client.upload_part(
@@ -278,9 +258,7 @@ class _S3Upload(Upload):
     def complete(self) -> None:
         with self._lock:
             parts = [self._parts[n] for n in sorted(self._parts)]
-        # S3 would happily join parts 1 and 3 into an object with a hole
-        if [p["PartNumber"] for p in parts] != list(range(1, len(parts) + 1)):
-            raise StorageError(f"upload of {self._target.url(self._key)} is missing parts")
+        check_whole([p["PartNumber"] for p in parts], self._target.url(self._key))
         with self._target.errors("complete the upload of", self._key):
             self._target.client.complete_multipart_upload(
                 Bucket=self._target.bucket,
@@ -289,7 +267,7 @@ class _S3Upload(Upload):
                 MultipartUpload={"Parts": parts},
             )
         self._finished = True
-        self._target.ended(self)
+        self._target.open_uploads.discard(self)
         if self._key in self._target.unsure_starts:
             self._abort_strays()
 
@@ -297,7 +275,7 @@ class _S3Upload(Upload):
         if self._finished:
             return
         self._finished = True
-        self._target.ended(self)
+        self._target.open_uploads.discard(self)
         try:
             with self._target.errors("abort the upload of", self._key):
                 self._target.client.abort_multipart_upload(
@@ -351,15 +329,6 @@ class _BodyReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
-
-
-def part_size(base: int, number: int) -> int:
-    """Bytes in part ``number``: ``base`` for parts 1-1000, doubling every 1000 more, up to 5 GiB.
-
-    A stream of unknown length can't pick its part size up front; growing it keeps even a
-    multi-terabyte dump under S3's 10,000 parts while small dumps keep small parts.
-    """
-    return min(base * 2 ** ((number - 1) // PARTS_PER_STEP), MAX_PART_SIZE)
 
 
 def _sha256(data: bytes) -> str:

@@ -82,7 +82,9 @@ class FaultRun:
     proxy: FaultProxy | None
     stored: Callable[[], Stored]
     uploading: Callable[[], bool]  # the upload has started and holds some bytes
-    make_impostor: Callable[[], int] | None = None  # starts an sshd with another host key: its port
+    # what a target's faults need done: "impostor" (SFTP) starts an sshd with another host key and gives its
+    # port; "expire" (the add-on's storage) makes the run outlive its token, "clock" runs the clock's pass
+    helpers: dict[str, Callable] = dataclasses.field(default_factory=dict)
 
     def backup(self) -> Finished:
         started = time.monotonic()

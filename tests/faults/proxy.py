@@ -15,9 +15,12 @@ The faults:
     Redirect(port)  forward this connection to another server (e.g. one with another host key)
 
 With ``http=True`` the proxy reads each HTTP request's head and names its S3 operation
-("UploadPart 2", "CompleteMultipartUpload"...). Rules (``proxy.answer(...)``) then answer a chosen
-operation with an error instead of the server, or pass it on and lose the reply; everything else is
-forwarded, one request per connection (the proxy asks for ``Connection: close``).
+("UploadPart 2", "CompleteMultipartUpload"...) or, in front of the control plane, the add-on's
+storage request ("storage grant 2", "storage complete"...). Rules (``proxy.answer(...)``) then
+answer a chosen operation with an error instead of the server, drop the connection before the
+server hears of it, or pass it on and lose the reply; a ``Hook`` does something first and passes the
+request on. Everything else is forwarded, one request per connection (the proxy asks for
+``Connection: close``).
 ``proxy.rate`` slows what clients send to that many bytes a second, to keep an upload running.
 """
 
@@ -31,6 +34,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from tests.servers.util import free_port
@@ -69,11 +73,24 @@ class Redirect:
 
 @dataclasses.dataclass
 class Answer:
-    """Answer ``operation`` ``times`` times with an S3 error (or lose the reply: ``status=None``)."""
+    """Answer ``operation`` ``times`` times with an error (``status=None``: lose the reply; ``UNREACHABLE``:
+    reset the connection before the server hears of the request)."""
 
     operation: str
     status: int | None
     code: str = ""
+    times: int = 1
+
+
+UNREACHABLE = 0
+
+
+@dataclasses.dataclass
+class Hook:
+    """Call ``action()`` when ``operation`` comes, once, then pass the request on."""
+
+    operation: str
+    action: Callable[[], None]
     times: int = 1
 
 
@@ -104,8 +121,8 @@ class FaultProxy:
             self._plan.extend(faults)
             self.expected += len(faults)
 
-    def answer(self, *rules: Answer) -> None:
-        """Answer chosen S3 operations with errors, or lose their replies (http mode)."""
+    def answer(self, *rules: Answer | Hook) -> None:
+        """Answer chosen operations with errors, or lose their replies, or hook them (http mode)."""
         with self._lock:
             self._rules.extend(rules)
             self.expected += sum(rule.times for rule in rules)
@@ -223,6 +240,12 @@ class FaultProxy:
             if rule is not None:
                 rule.times -= 1
                 self.fired.append(rule)
+        if isinstance(rule, Hook):
+            rule.action()
+            rule = None
+        if rule is not None and rule.status == UNREACHABLE:
+            _reset(client)
+            return
         if rule is not None and rule.status is not None:
             _discard(client, body, _content_length(head))
             client.sendall(_error_response(rule.status, rule.code))
@@ -252,8 +275,12 @@ def _read_head(client: socket.socket) -> tuple[bytes | None, bytes]:
 
 
 def _operation(head: bytes) -> str:
-    """The S3 operation a request is, by its method and query, e.g. 'UploadPart 2'."""
+    """The S3 operation a request is, by its method and query, e.g. 'UploadPart 2', or the add-on's storage
+    request, by its path, e.g. 'storage grant 2'."""
     method, target = head.split(b"\r\n", 1)[0].decode().split(" ")[:2]
+    path = urlsplit(target).path
+    if path.startswith("/api/v1/"):
+        return _control_operation(method, path)
     query = parse_qs(urlsplit(target).query, keep_blank_values=True)
     if "partNumber" in query:
         return f"UploadPart {query['partNumber'][0]}"
@@ -265,6 +292,19 @@ def _operation(head: bytes) -> str:
         return "ListObjectsV2"
     plain = {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject", "DELETE": "DeleteObject"}
     return plain.get(method, method)
+
+
+def _control_operation(method: str, path: str) -> str:
+    if "/storage/" not in path:
+        return "event" if path.endswith("/events") else f"{method} {path}"
+    tail = path.split("/storage/", 1)[1].split("/")
+    if tail[0] == "objects":
+        return "storage manifest" if method == "PUT" else "storage read"
+    if len(tail) == 1:
+        return "storage start"
+    if method == "DELETE":
+        return "storage abort"
+    return f"storage grant {tail[3]}" if tail[2] == "parts" else f"storage {tail[2]}"
 
 
 def _content_length(head: bytes) -> int:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from tests.faults.harness import MIB, Failed, FaultRun, Finished, Restored
-from tests.faults.proxy import Answer, Cut, Redirect, Refuse, Reset, Stall
+from tests.faults.proxy import UNREACHABLE, Answer, Cut, Hook, Redirect, Refuse, Reset, Stall
 from tests.procs import children_of, kill_encrypting_gpg
 
 ALL = ("file", "s3", "sftp")
@@ -100,7 +100,7 @@ def wrong_secret(run: FaultRun) -> Finished:
 
 
 def changed_host_key(run: FaultRun) -> Finished:
-    run.proxy.plan(Cut(after=3 * MIB), Redirect(run.make_impostor()))
+    run.proxy.plan(Cut(after=3 * MIB), Redirect(run.helpers["impostor"]()))
     return run.backup()
 
 
@@ -165,6 +165,30 @@ def _wait_gone(pids: list[int], timeout: float = 10) -> None:
         time.sleep(0.05)
 
 
+def control_plane_errors(run: FaultRun) -> Finished:
+    run.proxy.answer(
+        Answer("storage start", None),  # the control plane started an upload the runner never hears of
+        Answer("storage grant 1", 503, "Unavailable", times=2),
+        Answer("storage grant 2", 502, "BadGateway"),
+        Answer("storage complete", 503, "Unavailable"),
+        Answer("storage manifest", 500, "InternalError"),
+    )
+    return run.backup()
+
+
+def control_plane_unreachable(run: FaultRun) -> Finished:
+    run.proxy.answer(Answer("storage grant 2", UNREACHABLE, times=ATTEMPTS))
+    return run.backup()
+
+
+def run_token_expired(run: FaultRun) -> Finished:
+    run.proxy.answer(Hook("storage grant 2", run.helpers["expire"]))
+    finished = run.backup()
+    assert run.stored().unfinished, "the abort is refused with the token: the upload waits for the clock"
+    run.helpers["clock"]()
+    return finished
+
+
 def restore_drops(run: FaultRun) -> Finished:
     finished = run.backup()
     run.proxy.plan(Cut(after=5 * MIB, down=True), Reset(after=7 * MIB, down=True))  # hit the restore
@@ -199,6 +223,16 @@ FAULTS = [
           Failed(6, "not the pinned one", retries=1), changed_host_key),
     Fault("unreachable", "after a drop, the server stays unreachable through every retry", ("sftp",),
           Failed(6, f"gave up after {ATTEMPTS} attempts", retries=ATTEMPTS - 1), unreachable),
+    Fault("control-plane-errors", "the add-on's storage: the control plane's answer to the upload's start is lost "
+          "(it started one), and it answers 503, 502 and 500 to parts' grants, the completion and the manifest",
+          ("managed",), Restored(), control_plane_errors, http=True),
+    Fault("control-plane-unreachable", f"the add-on's storage: the control plane cannot be reached for a part's "
+          f"grant, {ATTEMPTS} times in a row", ("managed",),
+          Failed(6, f"gave up after {ATTEMPTS} attempts", retries=ATTEMPTS - 1), control_plane_unreachable,
+          http=True),
+    Fault("run-token-expired", "the add-on's storage: the run outlives its token mid-upload; its abort is refused "
+          "too, so the upload waits for the clock, whose next pass aborts it", ("managed",),
+          Failed(6, "outlived its time to live", retries=0), run_token_expired, http=True),
     Fault("dump-backend-terminated", "pg_dump's server process terminated mid-dump", ALL,
           Failed(4, "pg_dump failed"), dump_backend_terminated, database="big"),
     Fault("gpg-killed", "gpg killed mid-stream (blamed, not pg_dump's SIGPIPE)", ALL,

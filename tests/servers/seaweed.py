@@ -1,9 +1,16 @@
-"""A real S3 server: SeaweedFS ``weed mini`` on free loopback ports, with one access key.
+"""A real S3 server: SeaweedFS ``weed mini`` on free loopback ports, with authentication on.
+
+Two identities (SeaweedFS's identities config, ``-s3.config``): the admin, whose key the byo tests
+use, and the add-on's storage provider, allowed only what the control plane does, and only in
+one bucket made with Object Lock, ``MANAGED_BUCKET``.
 
 Fixtures:
-    s3_server      (session) the running server: endpoint_url, access_key, secret_key, client()
+    s3_server      (session) the running server: endpoint_url, access_key, secret_key, client(),
+                   provider_client()
     s3_bucket      (function) a fresh, empty bucket's name
     s3_target_env  (function) the runner's variables for ``s3://<s3_bucket>/backups``
+    storage_config (function) the control plane's settings for the add-on's storage, in a fresh
+                   prefix of ``MANAGED_BUCKET``
 
 A test that needs to look inside the bucket asks for ``s3_bucket`` and ``s3_server`` beside
 ``s3_target_env``: being function-scoped, all three name the same bucket.
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import datetime
 import json
 import os
 import secrets
@@ -34,6 +42,9 @@ from tests.servers.util import free_ports, require_tool
 
 REGION = "us-east-1"
 PREFIX = "backups"
+MANAGED_BUCKET = "remora-managed"
+# what the control plane does in its bucket: read, write (and delete), list, and set Object Lock retention
+PROVIDER_ACTIONS = ("Read", "Write", "List", "Tagging", "PutObjectRetention")
 STARTUP_TIMEOUT = 30.0  # seconds; it usually answers in about one
 # weed's volume server sometimes waits a minute on SIGTERM for a keep-alive connection of its
 # own; a clean stop takes about 1.3 s, and the data is throwaway, so after this we kill it
@@ -51,6 +62,8 @@ class S3Server:
     endpoint_url: str
     access_key: str
     secret_key: str
+    provider_key: str = dataclasses.field(default_factory=lambda: "PK" + secrets.token_hex(8).upper())
+    provider_secret: str = dataclasses.field(default_factory=lambda: secrets.token_urlsafe(30))
     region: str = REGION
 
     def client(self, **overrides):
@@ -70,6 +83,14 @@ class S3Server:
             ),
         }
         return boto3.client("s3", **{**kwargs, **overrides})
+
+    def provider_client(self, **overrides):
+        """A client with the storage provider's key, signing as the control plane does (SigV4)."""
+        config = BotoConfig(signature_version="s3v4", s3={"addressing_style": "path"},
+                            request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                            retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=2, read_timeout=30)
+        return self.client(aws_access_key_id=self.provider_key, aws_secret_access_key=self.provider_secret,
+                           config=config, **overrides)
 
     def create_bucket(self) -> str:
         """A new empty bucket with a unique name."""
@@ -112,13 +133,18 @@ def _die_with_parent() -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _write_s3_config(path: Path, access_key: str, secret_key: str) -> None:
-    identity = {
+def _write_s3_config(path: Path, server: S3Server) -> None:
+    admin = {
         "name": "remora-test",
-        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
-    path.write_text(json.dumps({"identities": [identity]}))
+    provider = {
+        "name": "remora-provider",
+        "credentials": [{"accessKey": server.provider_key, "secretKey": server.provider_secret}],
+        "actions": [f"{action}:{MANAGED_BUCKET}" for action in PROVIDER_ACTIONS],
+    }
+    path.write_text(json.dumps({"identities": [admin, provider]}))
 
 
 def _wait_ready(proc: subprocess.Popen, server: S3Server, log: Path) -> None:
@@ -191,13 +217,14 @@ def running_weed() -> Iterator[S3Server]:
     base = Path(tempfile.mkdtemp(prefix="remora-s3-"))
     server = S3Server(endpoint_url="", access_key="AK" + secrets.token_hex(8).upper(),
                       secret_key=secrets.token_urlsafe(30))
-    _write_s3_config(base / "s3.json", server.access_key, server.secret_key)
+    _write_s3_config(base / "s3.json", server)
     # a bare environment: weed mini would turn AWS_* variables into an extra identity, and
     # reads config files from $HOME; its scratch files belong in ``base`` too
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(base), "TMPDIR": str(base)}
     try:
         proc, ports = _start(weed, base, server, env)
         try:
+            server.client().create_bucket(Bucket=MANAGED_BUCKET, ObjectLockEnabledForBucket=True)
             yield server
         finally:
             _stop(proc, ports)
@@ -232,3 +259,26 @@ def s3_env(server: S3Server, bucket: str) -> dict[str, str]:
 def s3_target_env(s3_server, s3_bucket) -> dict[str, str]:
     """The runner's variables for ``s3://<s3_bucket>/backups`` with the smallest parts S3 allows."""
     return {**s3_env(s3_server, s3_bucket), "REMORA_S3_PART_SIZE_MB": "5", "REMORA_S3_CONCURRENCY": "2"}
+
+
+def managed_storage(server: S3Server) -> dict:
+    """The control plane's settings for the add-on's storage: a fresh prefix of the managed bucket, locked a day."""
+    return {
+        "STORAGE_URL": f"s3://{MANAGED_BUCKET}/managed-{secrets.token_hex(4)}",
+        "STORAGE_ENDPOINT_URL": server.endpoint_url,
+        "STORAGE_REGION": REGION,
+        "STORAGE_ACCESS_KEY_ID": server.provider_key,
+        "STORAGE_SECRET_ACCESS_KEY": server.provider_secret,
+        "STORAGE_LOCK": datetime.timedelta(days=1),
+    }
+
+
+def storage_variables(config: dict) -> dict[str, str]:
+    """The same settings as the control plane's environment has them (REMORA_STORAGE_*)."""
+    return {**{f"REMORA_{key}": value for key, value in config.items() if key != "STORAGE_LOCK"},
+            "REMORA_STORAGE_LOCK_DAYS": str(config["STORAGE_LOCK"].days)}
+
+
+@pytest.fixture
+def storage_config(s3_server) -> dict:
+    return managed_storage(s3_server)
