@@ -34,7 +34,7 @@ def index():
         shown = [runs.public(run) for run in runs.newest(conn, resource["id"], limit=SHOWN)]
         delivery = deliveries.latest(conn, resource["id"])
     return render_template("dashboard.html", resource=resource, runs=shown, delivery=delivery, csrf=session["csrf"],
-                           stored=_stored(resource))
+                           stored=_stored(resource), email=session.get("email"))
 
 
 def _stored(resource: dict) -> dict | None:

@@ -7,20 +7,18 @@ Options are checked before the OAuth grant is exchanged: a refused provision spe
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, session, url_for
 
 from control import db, inputs, oauth, options, resources, tokens
+from control import sso as heroku_sso
 
 bp = Blueprint("heroku", __name__, url_prefix="/heroku")
-SSO_MAX_AGE = 300  # seconds either side of now that an SSO timestamp may be
 DEFAULT_SCHEDULE = "0 3 * * *"
 PLAN = r"[A-Za-z0-9][A-Za-z0-9:_.-]*"
 REGION = r"[A-Za-z0-9:_./-]*"
-STALE_LOGIN = "the login link is stale or invalid; open the add-on from Heroku's dashboard again"
 
 
 @bp.before_request
@@ -119,31 +117,22 @@ def deprovision(resource_id):
 
 @bp.post("/sso")
 def sso():
-    """Heroku's SSO form: the resource id, a timestamp and sha1("id:salt:timestamp"); each form opens one session."""
-    form = request.form
-    resource_id = form.get("resource_id") or form.get("id") or ""
-    token = form.get("resource_token") or form.get("token") or ""
-    timestamp = form.get("timestamp", "")
-    salt = current_app.config["HEROKU_SSO_SALT"]
-    if not salt or not inputs.is_whole_number(timestamp) or abs(time.time() - int(timestamp)) > SSO_MAX_AGE:
-        abort(403, STALE_LOGIN)
-    expected = hashlib.sha1(f"{resource_id}:{salt}:{timestamp}".encode()).hexdigest()
-    if not tokens.same(token, expected):
-        abort(403, STALE_LOGIN)
+    """Heroku's SSO form (control/sso.py checks it): a session for that resource; each form opens one."""
     try:
-        with db.pool().connection() as conn:
-            resource = resources.get(conn, uuid.UUID(resource_id))
-            if resource is None:
-                abort(403, "no such add-on")
-            # a form seen within its window (a replay) opens no second session
-            conn.execute("delete from sso_logins where used_at < now() - make_interval(secs => %s)",
-                         (2 * SSO_MAX_AGE,))
-            if not conn.execute("insert into sso_logins (resource_id, timestamp) values (%s, %s)"
-                                " on conflict do nothing", (resource["id"], int(timestamp))).rowcount:
-                abort(403, STALE_LOGIN)
-    except ValueError:
-        abort(403, "no such add-on")
+        login = heroku_sso.check(request.form, salt=current_app.config["HEROKU_SSO_SALT"], now=time.time())
+    except heroku_sso.SSOError as e:
+        abort(403, str(e))
+    with db.pool().connection() as conn:
+        resource = resources.get(conn, login.resource_id)
+        if resource is None:
+            abort(403, "no such add-on")
+        # a form seen within its window (a replay) opens no second session
+        conn.execute("delete from sso_logins where used_at < now() - make_interval(secs => %s)",
+                     (2 * heroku_sso.MAX_AGE,))
+        if not conn.execute("insert into sso_logins (resource_id, timestamp) values (%s, %s)"
+                            " on conflict do nothing", (resource["id"], login.timestamp)).rowcount:
+            abort(403, heroku_sso.STALE)
     session.clear()
-    session.update(resource_id=str(resource["id"]), csrf=tokens.new_token(),
-                   nav_data=(form.get("nav-data") or "")[:1000])
+    session.update(resource_id=str(resource["id"]), csrf=tokens.new_token(), email=login.email,
+                   nav_data=(request.form.get("nav-data") or "")[:1000])
     return redirect(url_for("dashboard.index"), code=303)

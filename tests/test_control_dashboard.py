@@ -15,10 +15,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from control import create_app
-from tests.controlplane import SECRET_KEY, SSO_SALT, connect, make_resource, work
+from tests.controlplane import SECRET_KEY, SSO_SALT, connect, make_resource, sso_form, work
 from tests.servers.util import require_tool
 from tests.servers.util import serving as serving_server  # this module's serving() serves an app
-from tests.test_control_heroku import sso_form
 
 WAIT = 15  # seconds for a page to show what we expect
 
@@ -64,6 +63,7 @@ def test_log_in_through_sso_click_back_up_now_and_see_the_run(browser, control_d
         browser.find_element(By.ID, "open").click()
         WebDriverWait(browser, WAIT).until(lambda d: d.current_url == f"{base}/dashboard")
         assert "No runs yet." in browser.find_element(By.ID, "runs").text
+        assert browser.find_element(By.ID, "signed-in").text == "Signed in as dba@example.com"
         browser.find_element(By.ID, "back-up-now").click()
         WebDriverWait(browser, WAIT).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, "#runs tr[data-run-id]"))

@@ -53,11 +53,11 @@ def test_a_bad_grant_or_bad_options_provision_nothing(heroku_app, heroku):
     body = provision_body(heroku)
     body["oauth_grant"]["code"] = "not-a-grant"
     refused = client.post("/heroku/resources", json=body, headers=BASIC)
-    assert refused.status_code == 422 and "authorization_code grant (HTTP 401)" in refused.json["error"]
+    assert refused.status_code == 422 and "authorization_code grant (HTTP 401)" in refused.json["message"]
     bad = client.post("/heroku/resources", json=provision_body(heroku, schedule="every day"), headers=BASIC)
-    assert bad.status_code == 422 and "'every day' is not a cron expression" in bad.json["error"]
+    assert bad.status_code == 422 and "'every day' is not a cron expression" in bad.json["message"]
     bad = client.post("/heroku/resources", json=provision_body(heroku, retention="hourly=24"), headers=BASIC)
-    assert bad.status_code == 422 and "retention has 'hourly=24'" in bad.json["error"]
+    assert bad.status_code == 422 and "retention has 'hourly=24'" in bad.json["message"]
     assert len(heroku.requests) == 1, "refused before the grant is exchanged"
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n from resources").fetchone()["n"] == 0
@@ -94,26 +94,47 @@ def test_a_provisioned_resource_launches_on_its_own_app(heroku_app, heroku):
     assert dyno["app"]["name"] == "customer-helper" and heroku.problems == []
 
 
-def test_sso_opens_the_dashboard(heroku_app, heroku):
+def _provisioned(heroku_app, heroku) -> str:
+    return heroku_app.test_client().post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
+
+
+def test_sso_with_the_user_scoped_token_opens_the_dashboard_and_shows_who_signed_in(heroku_app, heroku):
     client = heroku_app.test_client()
-    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
-    login = client.post("/heroku/sso", data=sso_form(resource_id))
+    login = client.post("/heroku/sso", data=sso_form(_provisioned(heroku_app, heroku), email="ada@example.com"))
     assert login.status_code == 303 and login.headers["Location"] == "/dashboard"
     page = client.get("/dashboard")
-    assert page.status_code == 200 and b"Back up now" in page.data
+    assert page.status_code == 200 and b"Back up now" in page.data and b"Signed in as ada@example.com" in page.data
+
+
+def test_sso_with_only_the_sha1_token_opens_the_dashboard_without_an_email_it_did_not_sign(heroku_app, heroku):
+    client = heroku_app.test_client()
+    form = sso_form(_provisioned(heroku_app, heroku))
+    del form["user_scoped_resource_token"]
+    assert client.post("/heroku/sso", data=form).status_code == 303
+    page = client.get("/dashboard")
+    assert page.status_code == 200 and b"Back up now" in page.data and b"Signed in as" not in page.data
+
+
+def _v1(rid: str) -> dict:
+    """Heroku's retired v1 form: ``id`` and ``token``, with a token right by the v1 rule."""
+    form = sso_form(rid)
+    return {"id": rid, "token": form["resource_token"], "timestamp": form["timestamp"]}
 
 
 @pytest.mark.parametrize("form", [
     lambda rid: sso_form(rid, timestamp=int(time.time()) - 600),
     lambda rid: sso_form(rid, timestamp=int(time.time()) + 600),
     lambda rid: sso_form(rid, salt="wrong-salt"),
+    lambda rid: {**sso_form(rid), "email": "mallory@example.com"},  # the sha1 token still matches
     lambda rid: {**sso_form(rid), "timestamp": "soon"},
     lambda rid: sso_form(str(uuid.uuid4())),
-], ids=["stale", "future", "wrong-token", "bad-timestamp", "unknown-resource"])
-def test_sso_refuses_stale_or_wrong_tokens(heroku_app, heroku, form):
+    _v1,
+], ids=["stale", "future", "wrong-token", "other-email", "bad-timestamp",
+        "unknown-resource", "v1-form"])
+def test_sso_refuses_stale_wrong_or_v1_forms(heroku_app, heroku, form):
     client = heroku_app.test_client()
-    resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
-    assert client.post("/heroku/sso", data=form(resource_id)).status_code == 403
+    refused = client.post("/heroku/sso", data=form(_provisioned(heroku_app, heroku)))
+    assert refused.status_code == 403
     assert client.get("/dashboard").status_code == 401
 
 
@@ -158,3 +179,8 @@ def test_a_timestamp_that_is_a_digit_but_no_number_is_refused(heroku_app, heroku
     client = heroku_app.test_client()
     resource_id = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json["id"]
     assert client.post("/heroku/sso", data={**sso_form(resource_id), "timestamp": "²"}).status_code == 403
+
+
+def test_the_v1_form_is_told_apart(heroku_app, heroku):
+    refused = heroku_app.test_client().post("/heroku/sso", data=_v1(_provisioned(heroku_app, heroku)))
+    assert "retired v1 sign-on" in refused.json["message"]

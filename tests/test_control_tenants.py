@@ -153,7 +153,7 @@ def test_unusable_schedules_are_refused_before_the_grant_is_spent_and_at_resourc
         asked = len(tenants.heroku.requests)
         answer = requests.post(f"{tenants.url}/heroku/resources", json=provision_body(tenants.heroku, schedule=schedule),
                                auth=(ADDON_ID, ADDON_PASSWORD), timeout=WAIT)
-        assert answer.status_code == 422 and why in answer.json()["error"], answer.text
+        assert answer.status_code == 422 and why in answer.json()["message"], answer.text
         assert len(tenants.heroku.requests) == asked, "the OAuth grant was exchanged"
         created = subprocess.run(control_argv("resource", "create", "--app", "shop", "--schedule", schedule),
                                  env=tenants.env, cwd=REPO, capture_output=True, text=True, timeout=WAIT)
