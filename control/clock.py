@@ -22,7 +22,7 @@ import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from control import alerts, db, deliveries, expiry, launchers, runs, schedules, worker
+from control import alerts, db, deliveries, expiry, launchers, oauth, runs, schedules, worker
 from control.launchers import GONE, RUNNING, UNKNOWN, Launcher
 from control.store import Store
 
@@ -168,15 +168,17 @@ def _incidents(pool: ConnectionPool, config: Mapping) -> tuple[int, int]:
 
 def tick(pool: ConnectionPool, launcher: Launcher, config: Mapping, store: Store | None = None) -> None:
     """One pass of everything the clock does; each part goes on whatever the others did."""
+    # first, within the five minutes a provision's grant lives, and before launches need its tokens
+    redeemed = _part("exchanging provision grants", 0, oauth.redeem_pending, pool, config)
     launched = _part("launching scheduled runs", 0, launch_due, pool, launcher, config)
     lost = _part("finding lost runs", 0, sweep_lost, pool, launcher, config)
     recovered, overdue = _part("raising and clearing incidents", (0, 0), _incidents, pool, config)
     told = _part("telling webhooks", 0, deliveries.deliver, pool, config)
     removed = _part("cleaning the add-on's storage", 0, expiry.run, pool, store, config["STORAGE_GRACE"])
-    if launched or lost or recovered or overdue or told or removed:
-        log.info("launched %d runs, %d runs lost, %d incidents opened for missing backups, %d closed,"
-                 " %d webhooks told, %d removed from the add-on's storage",
-                 launched, lost, overdue, recovered, told, removed)
+    if redeemed or launched or lost or recovered or overdue or told or removed:
+        log.info("%d grants exchanged, launched %d runs, %d runs lost, %d incidents opened for missing backups,"
+                 " %d closed, %d webhooks told, %d removed from the add-on's storage",
+                 redeemed, launched, lost, overdue, recovered, told, removed)
 
 
 def _part(name: str, nothing, step: Callable, *args):

@@ -68,6 +68,14 @@ def by_api_token(conn: Connection, api_token: str) -> dict | None:
     ).fetchone()
 
 
+def pull(conn: Connection, resource_id, reason: str) -> bool:
+    """Make a resource pulled (its helper app asks for runs), keeping the first reason; True if it was launched."""
+    return conn.execute(
+        "update resources set run_mode = 'pulled', run_mode_reason = %s where id = %s and run_mode = 'launched'",
+        (reason, resource_id),
+    ).rowcount == 1
+
+
 def get(conn: Connection, resource_id) -> dict | None:
     return conn.execute(
         "select * from resources where id = %s and deprovisioned_at is null", (resource_id,)

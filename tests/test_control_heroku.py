@@ -8,13 +8,28 @@ import uuid
 
 import pytest
 
-from control import tokens
+from control import clock, launchers, tokens
 from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, connect, provision_body, sso_form, work
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
 
 
-def test_provisioning_exchanges_the_grant_and_stores_tokens_encrypted(heroku_app, heroku):
+def _tick(app) -> None:
+    """One pass of the clock, as `remora-control clock` runs it."""
+    pool = app.extensions["remora.pool"]
+    clock.tick(pool, launchers.from_config(app.config, pool), app.config)
+
+
+def _exchanges(heroku) -> list[dict]:
+    return [r for r in heroku.requests if "grant_type=authorization_code" in r["body"]]
+
+
+def _resource(app) -> dict:
+    with connect(app.config["DATABASE_URL"]) as conn:
+        return conn.execute("select * from resources").fetchone()
+
+
+def test_provisioning_answers_at_once_and_the_clock_exchanges_the_grant(heroku_app, heroku):
     client = heroku_app.test_client()
     body = provision_body(heroku)
     answer = client.post("/heroku/resources", json=body, headers=BASIC)
@@ -22,12 +37,17 @@ def test_provisioning_exchanges_the_grant_and_stores_tokens_encrypted(heroku_app
     assert answer.json["id"] == body["uuid"]
     config = answer.json["config"]
     assert config["REMORA_API_URL"] == f"https://control.test/api/v1/resources/{body['uuid']}"
+    assert heroku.requests == []  # nothing asked of Heroku inside Heroku's own request
+    kept = _resource(heroku_app)
+    assert tokens.unseal(heroku_app.config, kept["oauth_grant_code"]) == body["oauth_grant"]["code"]
+    assert body["oauth_grant"]["code"].encode() not in bytes(kept["oauth_grant_code"])
+    _tick(heroku_app)
     [exchange] = heroku.requests
     assert "grant_type=authorization_code" in exchange["body"] and f"client_secret={CLIENT_SECRET}" in exchange["body"]
-    with connect(heroku_app.config["DATABASE_URL"]) as conn:
-        row = conn.execute("select * from resources").fetchone()
+    row = _resource(heroku_app)
     access = tokens.unseal(heroku_app.config, row["oauth_access_token"])
     assert access in heroku.access_tokens and access.encode() not in bytes(row["oauth_access_token"])
+    assert row["oauth_grant_code"] is None and row["run_mode"] == "launched"
     assert (row["plan"], row["schedule"], row["app"]) == ("basic", "0 3 * * *", None)
     assert row["retention"] == "daily=7,weekly=4,monthly=12"  # a managed plan keeps the add-on's default policy
     listed = client.get(config["REMORA_API_URL"].removeprefix("https://control.test") + "/backups",
@@ -35,48 +55,102 @@ def test_provisioning_exchanges_the_grant_and_stores_tokens_encrypted(heroku_app
     assert listed.status_code == 200 and listed.json["runs"] == []
 
 
-def test_provisioning_twice_makes_one_resource_with_the_same_config(heroku_app, heroku):
+def test_provisioning_twice_with_the_same_grant_exchanges_it_once(heroku_app, heroku):
     client = heroku_app.test_client()
     body = provision_body(heroku, schedule="30 2 * * *", timezone="Europe/Paris")
     first = client.post("/heroku/resources", json=body, headers=BASIC)
+    _tick(heroku_app)
     again = client.post("/heroku/resources", json=body, headers=BASIC)
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json == again.json
-    assert len(heroku.requests) == 1  # the grant is exchanged once
+    heroku.add_addon(body["uuid"], "customer-helper")
+    queued = client.post(f"/api/v1/resources/{body['uuid']}/backups",
+                         headers={"Authorization": f"Bearer {first.json['config']['REMORA_API_TOKEN']}"})
+    assert queued.status_code == 202, queued.json
+    _tick(heroku_app)  # the worker launches it
+    assert len(_exchanges(heroku)) == 1 and len(heroku.dynos) == 1
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n, min(timezone) as tz from resources").fetchone() == \
             {"n": 1, "tz": "Europe/Paris"}
 
 
-def test_a_bad_grant_or_bad_options_provision_nothing(heroku_app, heroku):
+def test_a_launch_before_the_clock_exchanges_the_grant_itself_once(heroku_app, heroku):
     client = heroku_app.test_client()
     body = provision_body(heroku)
-    body["oauth_grant"]["code"] = "not-a-grant"
-    refused = client.post("/heroku/resources", json=body, headers=BASIC)
-    assert refused.status_code == 422 and "authorization_code grant (HTTP 401)" in refused.json["message"]
-    bad = client.post("/heroku/resources", json=provision_body(heroku, schedule="every day"), headers=BASIC)
-    assert bad.status_code == 422 and "'every day' is not a cron expression" in bad.json["message"]
-    bad = client.post("/heroku/resources", json=provision_body(heroku, retention="hourly=24"), headers=BASIC)
-    assert bad.status_code == 422 and "retention has 'hourly=24'" in bad.json["message"]
-    assert len(heroku.requests) == 1, "refused before the grant is exchanged"
+    answer = client.post("/heroku/resources", json=body, headers=BASIC).json
+    heroku.add_addon(body["uuid"], "customer-helper")
+    queued = client.post(f"/api/v1/resources/{body['uuid']}/backups",
+                         headers={"Authorization": f"Bearer {answer['config']['REMORA_API_TOKEN']}"})
+    assert queued.status_code == 202, queued.json
+    assert work(heroku_app) == 1  # what a trigger's NOTIFY makes the worker do, before any clock pass
+    assert len(_exchanges(heroku)) == 1 and len(heroku.dynos) == 1
+    _tick(heroku_app)
+    assert len(_exchanges(heroku)) == 1 and heroku.problems == []
+
+
+def test_a_provision_without_a_grant_makes_a_pulled_resource(heroku_app, heroku):
+    body = {**provision_body(heroku), "oauth_grant": None}
+    answer = heroku_app.test_client().post("/heroku/resources", json=body, headers=BASIC)
+    assert answer.status_code == 201, answer.json
+    _tick(heroku_app)
+    row = _resource(heroku_app)
+    assert (row["run_mode"], row["run_mode_reason"]) == ("pulled", "Heroku sent no authorization with the provision")
+    assert heroku.requests == []
+
+
+@pytest.mark.parametrize("spoil, reason", [
+    (lambda grant: grant.update(code="not-a-grant"),
+     "no Heroku authorization: the id service refused the authorization_code grant (HTTP 401)"),
+    (lambda grant: grant.update(expires_at="2020-01-01T00:00:00Z"),
+     "no Heroku authorization: Heroku's authorization expired before it could be exchanged"),
+], ids=["refused", "expired"])
+def test_a_grant_that_cannot_be_exchanged_leaves_the_resource_pulled(heroku_app, heroku, spoil, reason):
+    body = provision_body(heroku)
+    spoil(body["oauth_grant"])
+    assert heroku_app.test_client().post("/heroku/resources", json=body, headers=BASIC).status_code == 201
+    _tick(heroku_app)
+    _tick(heroku_app)
+    row = _resource(heroku_app)
+    assert (row["run_mode"], row["run_mode_reason"], row["oauth_grant_code"]) == ("pulled", reason, None)
+    assert len(_exchanges(heroku)) == (1 if "refused" in reason else 0)
+
+
+@pytest.mark.parametrize("change, status, words", [
+    (lambda body: body.update(options={"schedule": "every day"}), 422, "'every day' is not a cron expression"),
+    (lambda body: body.update(options={"retention": "hourly=24"}), 422, "retention has 'hourly=24'"),
+    (lambda body: body.update(options=["--schedule"]), 422, "options must be an object"),
+    (lambda body: body.update(oauth_grant={"code": 12}), 400, "oauth_grant.code is missing or malformed"),
+    (lambda body: body.update(uuid="nope"), 400, "uuid is required"),
+], ids=["bad-schedule", "bad-retention", "options-not-an-object", "bad-grant", "bad-uuid"])
+def test_a_bad_provision_is_answered_with_a_message_and_provisions_nothing(heroku_app, heroku, change, status,
+                                                                           words):
+    body = provision_body(heroku)
+    change(body)
+    refused = heroku_app.test_client().post("/heroku/resources", json=body, headers=BASIC)
+    assert refused.status_code == status and words in refused.json["message"], refused.json
+    _tick(heroku_app)
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n from resources").fetchone()["n"] == 0
+    assert heroku.requests == []
 
 
-def test_plan_change_and_deprovision_are_idempotent(heroku_app, heroku):
+def test_plan_change_and_deprovision_are_idempotent_and_a_gone_resource_is_410(heroku_app, heroku):
     client = heroku_app.test_client()
     answer = client.post("/heroku/resources", json=provision_body(heroku), headers=BASIC).json
     path = f"/heroku/resources/{answer['id']}"
     assert client.put(path, json={"plan": "premium"}, headers=BASIC).status_code == 200
     assert client.put(path, json={"plan": "premium"}, headers=BASIC).status_code == 200
     assert client.delete(path, headers=BASIC).status_code == 204
-    assert client.delete(path, headers=BASIC).status_code == 204
-    assert client.put(path, json={"plan": "basic"}, headers=BASIC).status_code == 404
-    assert client.delete(f"/heroku/resources/{uuid.uuid4()}", headers=BASIC).status_code == 404
-    with connect(heroku_app.config["DATABASE_URL"]) as conn:
-        row = conn.execute("select * from resources").fetchone()
+    again = client.delete(path, headers=BASIC)
+    assert again.status_code == 410 and again.json == {"message": "this add-on is already deprovisioned"}
+    assert client.put(path, json={"plan": "basic"}, headers=BASIC).status_code == 410
+    assert client.post("/heroku/resources", json={**provision_body(heroku), "uuid": answer["id"]},
+                       headers=BASIC).status_code == 410
+    assert client.delete(f"/heroku/resources/{uuid.uuid4()}", headers=BASIC).status_code == 410
+    assert client.put(f"/heroku/resources/{uuid.uuid4()}", json={"plan": "basic"}, headers=BASIC).status_code == 404
+    row = _resource(heroku_app)
     assert row["plan"] == "premium" and row["deprovisioned_at"] is not None
-    assert row["oauth_refresh_token"] is None and row["next_run_at"] is None
+    assert row["oauth_grant_code"] is None and row["oauth_refresh_token"] is None and row["next_run_at"] is None
     token = answer["config"]["REMORA_API_TOKEN"]
     assert client.get(f"/api/v1/resources/{answer['id']}/backups",
                       headers={"Authorization": f"Bearer {token}"}).status_code == 401

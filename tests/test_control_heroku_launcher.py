@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from control import oauth
+from control import oauth, tokens
 from control.launchers import GONE, RUNNING, LaunchError, LaunchSpec, LaunchUnconfirmed
 from control.launchers.heroku import HerokuLauncher
 from control.oauth import HerokuAccess
@@ -104,6 +104,24 @@ def test_an_expiring_token_is_refreshed_and_kept_encrypted(heroku_app, heroku, c
         row = conn.execute("select * from resources").fetchone()
     assert row["oauth_expires_at"] > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
     assert used.encode() not in bytes(row["oauth_access_token"]) and heroku.problems == []
+
+
+def test_a_refresh_answered_without_a_refresh_token_keeps_the_old_one(heroku_app, heroku, control_db):
+    resource, _ = _authorized_resource(heroku_app, heroku)
+    heroku.refresh_keeps_refresh_token = True
+    with connect(control_db) as conn:
+        old = tokens.unseal(heroku_app.config, conn.execute("select oauth_refresh_token from resources").fetchone()[
+            "oauth_refresh_token"])
+    launcher = _launcher(heroku_app, heroku)
+    for _ in range(2):  # the second refresh uses the refresh token the first one kept
+        with connect(control_db) as conn:
+            conn.execute("update resources set oauth_expires_at = now() + interval '1 minute'")
+        launcher.launch(_spec(resource))
+    with connect(control_db) as conn:
+        row = conn.execute("select * from resources").fetchone()
+    assert tokens.unseal(heroku_app.config, row["oauth_refresh_token"]) == old
+    assert len([r for r in heroku.requests if "grant_type=refresh_token" in r["body"]]) == 2
+    assert len(heroku.dynos) == 2 and heroku.problems == []
 
 
 def test_the_app_is_found_from_the_addon_and_dynos_are_watched(heroku_app, heroku):

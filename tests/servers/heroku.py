@@ -115,6 +115,7 @@ class HerokuStandIn:
         self.access_tokens: set[str] = set()
         self.refresh_tokens: dict[str, str] = {}  # refresh token → client secret it needs
         self.expires_in = 28800
+        self.refresh_keeps_refresh_token = False  # answer a refresh without a refresh_token, as RFC 6749 allows
         self.on_dyno: Callable[[dict, dict], None] | None = None  # starts a created dyno, given it and the request
         self.held = threading.Event()  # dyno creates wait until it is set
         self.held.set()
@@ -218,7 +219,10 @@ def _id_service(standin: HerokuStandIn, form: dict) -> tuple[int, dict]:
         del standin.grants[field["code"]]  # a grant is good once
         return 200, standin.issue_tokens(secret)
     if kind == "refresh_token" and standin.refresh_tokens.get(field.get("refresh_token")) == secret:
-        return 200, standin.issue_tokens(secret) | {"refresh_token": field["refresh_token"]}
+        answer = standin.issue_tokens(secret) | {"refresh_token": field["refresh_token"]}
+        if standin.refresh_keeps_refresh_token:
+            del answer["refresh_token"]
+        return 200, answer
     return 401, {"id": "unauthorized", "message": "Invalid OAuth grant."}
 
 
