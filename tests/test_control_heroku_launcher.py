@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 
 import pytest
 import requests
@@ -13,6 +14,7 @@ from control.launchers import GONE, RUNNING, LaunchError, LaunchSpec, LaunchUnco
 from control.launchers.heroku import HerokuLauncher
 from control.oauth import HerokuAccess
 from tests.controlplane import CLIENT_SECRET, connect, make_resource, work
+from tests.servers.heroku import PARTNER_SUBSET, SCHEMA
 
 
 def _authorized_resource(app, heroku, **kwargs) -> tuple[dict, str]:
@@ -57,11 +59,30 @@ def test_a_triggered_run_starts_a_detached_one_off_dyno(heroku_app, heroku):
     assert handle in heroku.dynos
 
 
+def _headers(heroku) -> dict:
+    token = heroku.issue_tokens(CLIENT_SECRET)["access_token"]
+    return {"Accept": "application/vnd.heroku+json; version=3", "Authorization": f"Bearer {token}"}
+
+
 def test_the_standin_rejects_what_the_schema_forbids(heroku):
     answer = requests.post(f"{heroku.api_url}/apps/x/dynos", json={"command": "x", "time_to_life": 1},
-                           headers={"Accept": "application/vnd.heroku+json; version=3"})
+                           headers=_headers(heroku))
     assert answer.status_code == 422
     assert heroku.problems == ["(body): Additional properties are not allowed ('time_to_life' was unexpected)"]
+
+
+def test_a_partner_token_is_refused_everywhere_outside_the_platform_api_for_partners(heroku):
+    heroku.partner_only = True
+    headers, refused, allowed = _headers(heroku), set(), set()
+    for name, definition in SCHEMA["definitions"].items():
+        for link in definition.get("links", []):
+            path = re.sub(r"\{\(.*?\)\}", "01234567-89ab-cdef-0123-456789abcdef", link["href"])
+            answer = requests.request(link["method"], heroku.api_url + path, headers=headers, json={}, timeout=5)
+            (refused if answer.status_code == 403 else allowed).add((name, link["title"]))
+    every = {(name, link["title"]) for name, definition in SCHEMA["definitions"].items()
+             for link in definition.get("links", [])}
+    assert allowed == PARTNER_SUBSET and refused == every - PARTNER_SUBSET
+    assert {("dyno", "Create"), ("dyno", "Info"), ("formation", "Update"), ("config-var", "Update")} <= refused
 
 
 def test_rate_limits_and_conflicts_are_retried_where_heroku_cannot_have_acted(heroku_app, heroku):
