@@ -28,7 +28,7 @@ import structlog
 from runner import log as logs
 from runner import transfer
 from runner.config import Config
-from runner.errors import RemoraError, Terminated
+from runner.errors import RemoraError, Terminated, UsageError
 from runner.manifest import Manifest
 
 log = structlog.get_logger()
@@ -176,3 +176,41 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+CLAIM_TIMEOUT = 10.0  # seconds: `run-due` has nothing else to do, and Heroku Scheduler asks again anyway
+MAX_ANSWER = 64 * 1024  # bytes of a claim's answer read: a run is a few hundred
+
+
+def claim(url: str, token: str) -> dict | None:
+    """POST to the resource's claim URL; the JSON answer (a run and its token), or None for 204 (nothing due).
+
+    Raises UsageError when the control plane refuses the API token or cannot be asked: the
+    message names the variables and the status, never the token.
+    """
+    hint = "check REMORA_API_URL and REMORA_API_TOKEN, the add-on's config vars; Heroku Scheduler asks again"
+    if not _may_carry_token(url):
+        raise UsageError("REMORA_API_URL must be https:// (http:// only to localhost): the API token goes there",
+                         hint=hint)
+    request = urllib.request.Request(url, data=b"{}", method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with _OPENER.open(request, timeout=CLAIM_TIMEOUT) as answer:
+            if answer.status == 204:
+                return None
+            data = answer.read(MAX_ANSWER + 1)
+    except urllib.error.HTTPError as e:
+        refused = e.code in (401, 403, 404)
+        raise UsageError(f"the control plane {'refused' if refused else 'failed'} the request for a run "
+                         f"(HTTP {e.code}{'; redirects are not followed' if 300 <= e.code < 400 else ''})",
+                         hint=hint) from e
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
+        raise UsageError(f"could not ask the control plane for a run ({problem})", hint=hint) from e
+    try:
+        body = json.loads(data) if len(data) <= MAX_ANSWER else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise UsageError("the control plane's answer to the request for a run is not a JSON object", hint=hint)
+    return body
