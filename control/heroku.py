@@ -38,10 +38,12 @@ def _partner_auth():
         abort(401, "Heroku's add-on credentials are required")
 
 
-def _answer(resource_id, api_token: str, *, status: int):
+def _answer(resource_id, api_token: str, *, status: int, pulled: bool = False):
     base = current_app.config["CONTROL_URL"] or request.url_root.rstrip("/")
     config = {"REMORA_API_URL": f"{base}/api/v1/resources/{resource_id}", "REMORA_API_TOKEN": api_token}
-    return jsonify(id=str(resource_id), config=config, message="Remora will launch your backups."), status
+    message = (f"Remora's backups run when the helper app asks for them: {resources.SCHEDULER_SETUP}." if pulled
+               else "Remora will launch your backups.")
+    return jsonify(id=str(resource_id), config=config, message=message), status
 
 
 def _grant(body: dict) -> tuple[str, datetime.datetime] | None:
@@ -88,7 +90,7 @@ def provision():
             oauth.keep_grant(conn, current_app.config, resource_id, *grant)
     if created is None:  # provisioned by a request just before this one
         return _repeated(resource_id)
-    return _answer(resource_id, created[1], status=201)
+    return _answer(resource_id, created[1], status=201, pulled=grant is None)
 
 
 def _repeated(resource_id):
@@ -103,7 +105,7 @@ def _repeated(resource_id):
             api_token = resources.kept_token(conn, current_app.config, existing)
         except tokens.Unreadable as e:
             abort(503, f"the add-on's API token cannot be read: {e}")
-    return _answer(resource_id, api_token, status=200)
+    return _answer(resource_id, api_token, status=200, pulled=existing["run_mode"] == "pulled")
 
 
 @bp.put("/resources/<uuid:resource_id>")

@@ -1,4 +1,4 @@
-"""Reporting a run to the control plane that launched it (standard library only).
+"""Reporting a run to the control plane that launched it, and `run-due`'s claim of one (standard library only).
 
 When REMORA_CONTROL_URL, REMORA_RUN_ID and REMORA_RUN_TOKEN are all set, ``backup`` posts
 ``started``, ``progress`` (bytes, as often as progress is logged), then ``succeeded`` or
@@ -8,6 +8,7 @@ delivered is a warning: it never fails the backup itself.
 The run token goes only to an https:// URL (http:// only to this machine), and never along a
 redirect. ``started`` names this process: if another process of the same run started it first
 (a dyno launched twice), the control plane answers 409 and this one stops without dumping.
+``claim`` asks the control plane for a run with the resource's API token, under the same rules.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ TIMEOUT = 5.0  # seconds per attempt: a slow control plane must not hold the bac
 ATTEMPTS = 2
 RETRY_AFTER = 1.0
 STOPPING_TIMEOUT = 1.5  # seconds: the report of a run stopped by a signal, inside its 4 s to exit
+CLAIM_TIMEOUT = 10.0  # seconds: `run-due` has nothing else to do, and Heroku Scheduler asks again anyway
+MAX_ANSWER = 64 * 1024  # bytes of a claim's answer read: a run is a few hundred
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -176,10 +179,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-CLAIM_TIMEOUT = 10.0  # seconds: `run-due` has nothing else to do, and Heroku Scheduler asks again anyway
-MAX_ANSWER = 64 * 1024  # bytes of a claim's answer read: a run is a few hundred
 
 
 def claim(url: str, token: str) -> dict | None:

@@ -27,7 +27,7 @@ def claim(config: Config) -> Config | None:
     """The configuration of the run the control plane hands over, or None when nothing is due."""
     config.require("api_url", "api_token")
     base = control_url(config.api_url)
-    answer = report.claim(f"{config.api_url}/runs/claim", config.api_token.reveal())
+    answer = report.claim(f"{config.api_url.rstrip('/')}/runs/claim", config.api_token.reveal())
     if answer is None:
         return None
     run, token = answer.get("run"), answer.get("run_token")

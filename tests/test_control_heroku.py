@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import secrets
 import time
 import uuid
 
 import pytest
 
-from control import clock, launchers, tokens
+from control import clock, create_app, keys, launchers, tokens
 from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, connect, provision_body, sso_form, work
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
@@ -92,6 +93,8 @@ def test_a_provision_without_a_grant_makes_a_pulled_resource(heroku_app, heroku)
     body = {**provision_body(heroku), "oauth_grant": None}
     answer = heroku_app.test_client().post("/heroku/resources", json=body, headers=BASIC)
     assert answer.status_code == 201, answer.json
+    assert answer.json["message"].startswith("Remora's backups run when the helper app asks for them: add Heroku "
+                                             "Scheduler to the helper app")  # what Heroku shows the customer
     _tick(heroku_app)
     row = _resource(heroku_app)
     assert (row["run_mode"], row["run_mode_reason"]) == ("pulled", "Heroku sent no authorization with the provision")
@@ -258,3 +261,18 @@ def test_a_timestamp_that_is_a_digit_but_no_number_is_refused(heroku_app, heroku
 def test_the_v1_form_is_told_apart(heroku_app, heroku):
     refused = heroku_app.test_client().post("/heroku/sso", data=_v1(_provisioned(heroku_app, heroku)))
     assert "retired v1 sign-on" in refused.json["message"]
+
+
+def test_a_kept_grant_is_sealed_again_by_rotate_keys(heroku_app, heroku):
+    old, new = heroku_app.config["SECRET_KEY"], secrets.token_urlsafe(32)
+    assert heroku_app.test_client().post("/heroku/resources", json=provision_body(heroku),
+                                         headers=BASIC).status_code == 201
+    rotating = create_app({**heroku_app.config, "SECRET_KEY": new, "SECRET_KEY_FALLBACKS": [old]})
+    with rotating.extensions["remora.pool"].connection() as conn:
+        assert keys.rotate(conn, rotating.config) == (1, [])
+    rotating.extensions["remora.pool"].close()
+    new_only = create_app({**heroku_app.config, "SECRET_KEY": new})
+    _tick(new_only)
+    new_only.extensions["remora.pool"].close()
+    row = _resource(heroku_app)
+    assert (row["oauth_grant_code"], row["run_mode"]) == (None, "launched") and len(_exchanges(heroku)) == 1

@@ -257,6 +257,10 @@ def _routes(resource_id, api_token: str, run_id, run_token: str) -> list[tuple[s
         ("GET", backups, f"/api/v1/resources/{resource_id}/backups", api, False),
         ("GET", backups + "/<backup_id>", f"/api/v1/resources/{resource_id}/backups/20261127T214800Z-3f9a2c", api,
          False),
+        ("GET", "/api/v1/resources/<uuid:resource_id>", f"/api/v1/resources/{resource_id}", api, False),
+        ("PATCH", "/api/v1/resources/<uuid:resource_id>", f"/api/v1/resources/{resource_id}", api, True),
+        ("POST", "/api/v1/resources/<uuid:resource_id>/runs/claim", f"/api/v1/resources/{resource_id}/runs/claim",
+         api, False),
         ("GET", "/api/v1/runs/<uuid:run_id>", f"/api/v1/runs/{run_id}", api, False),
         ("POST", "/api/v1/runs/<uuid:run_id>/events", f"/api/v1/runs/{run_id}/events",
          {"Authorization": f"Bearer {run_token}"}, True),
@@ -278,6 +282,7 @@ def _routes(resource_id, api_token: str, run_id, run_token: str) -> list[tuple[s
         ("POST", "/heroku/sso", "/heroku/sso", {}, False),
         ("GET", "/dashboard", "/dashboard", {}, False),
         ("POST", "/dashboard/backups", "/dashboard/backups", {}, False),
+        ("POST", "/dashboard/settings", "/dashboard/settings", {}, False),
     ]
 
 
