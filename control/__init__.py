@@ -58,12 +58,14 @@ def _security_headers(response):
 
 
 def _http_error(e: HTTPException):
-    """JSON errors for the APIs; the dashboard keeps HTML pages."""
+    """JSON errors for the APIs, under ``message`` where Heroku shows it to its user; the dashboard keeps HTML."""
     if request.path.startswith("/dashboard"):
         return e
-    response = jsonify(error=e.description if isinstance(e.description, str) else e.name)
+    description = e.description if isinstance(e.description, str) else e.name
+    partner = request.path.startswith("/heroku")
+    response = jsonify(message=description) if partner else jsonify(error=description)
     response.status_code = e.code
     response.headers.update({k: v for k, v in e.get_headers() if k == "Retry-After"})
     if e.code == 401:
-        response.headers["WWW-Authenticate"] = "Basic" if request.path.startswith("/heroku") else "Bearer"
+        response.headers["WWW-Authenticate"] = "Basic" if partner else "Bearer"
     return response

@@ -12,7 +12,7 @@ import logging
 from psycopg import Connection
 from psycopg.types.json import Jsonb
 
-from control import schedules
+from control import resources, runs, schedules
 
 log = logging.getLogger(__name__)
 _CHANGED = "returning id, app, alert_webhook_sealed, alert_reason, alert_opened_at"
@@ -68,6 +68,21 @@ def open_overdue(conn: Connection, *, slack: datetime.timedelta, now: datetime.d
             continue
         if now - row["since"] > window:
             opened += _open(conn, row["id"], f"no successful backup in {window}")
+    return opened
+
+
+def open_silent(conn: Connection, *, silence: datetime.timedelta, now: datetime.datetime) -> int:
+    """Open an incident for each pulled resource whose helper app has not asked for a run for ``silence``."""
+    silent = conn.execute(
+        "select id, greatest(pulled_at, last_asked_at) as since, last_asked_at from resources"
+        " where run_mode = 'pulled' and deprovisioned_at is null and not alert_open"
+        " and greatest(pulled_at, last_asked_at) < %s", (now - silence,),
+    ).fetchall()
+    opened = 0
+    for row in silent:
+        asked = f"it last asked at {runs.iso(row['last_asked_at'])}" if row["last_asked_at"] else "it never asked"
+        opened += _open(conn, row["id"], f"the helper app has not asked for a run since {runs.iso(row['since'])}"
+                        f" ({asked}): is its Heroku Scheduler job `{resources.SCHEDULER_JOB}` there, and running?")
     return opened
 
 

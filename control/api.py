@@ -1,4 +1,8 @@
-"""The v1 API: trigger, list and look up a resource's backups (API token), and the runner's events (run token)."""
+"""The v1 API: a resource's settings, its backups (API token), its helper app's claims, and the runner's events.
+
+The resource's API token (REMORA_API_TOKEN on the helper app) opens everything under
+``/resources/<id>``; a run's token opens only that run's events.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import re
 from flask import Blueprint, abort, current_app, jsonify, request
 from werkzeug.exceptions import TooManyRequests
 
-from control import db, inputs, resources, runs, tokens, worker
+from control import db, inputs, options, pulling, resources, runs, tokens, worker
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_PER_PAGE = 100
@@ -66,6 +70,59 @@ def _within_rate_limit(conn, resource_id, per_hour: int) -> None:
         wait = recent["oldest"] + TRIGGER_WINDOW - datetime.datetime.now(datetime.timezone.utc)
         raise TooManyRequests(f"at most {per_hour} backups an hour may be asked for",
                               retry_after=max(1, int(wait.total_seconds()) + 1))
+
+
+def public_resource(config, resource: dict) -> dict:
+    """A resource as its owner sees it: its settings, an open incident, and how its runs start."""
+    return {
+        "id": str(resource["id"]), "app": resource["app"], "plan": resource["plan"],
+        "schedule": resource["schedule"], "timezone": resource["timezone"],
+        "next_run_at": runs.iso(resource["next_run_at"]), "schedule_error": resource["schedule_error"],
+        "alert_webhook": resources.webhook_shown(config, resource), "retention": resource["retention"],
+        "incident": {"reason": resource["alert_reason"], "since": runs.iso(resource["alert_opened_at"])}
+        if resource["alert_open"] else None,
+        "run_mode": resource["run_mode"], "run_mode_reason": resource["run_mode_reason"],
+        "last_asked_at": runs.iso(resource["last_asked_at"]),
+        "scheduler_job": {"command": resources.SCHEDULER_JOB, "every": "10 minutes",
+                          "setup": resources.SCHEDULER_SETUP},
+    }
+
+
+def change_options(resource: dict, given) -> dict:
+    """Apply ``given`` to the resource's options, checked as provisioning checks them; OptionError if not."""
+    with db.pool().connection() as conn:
+        changed = resources.change(conn, current_app.config, resource, given)
+    if changed is None:
+        abort(404, "this add-on no longer exists")
+    return changed
+
+
+@bp.get("/resources/<uuid:resource_id>")
+def show_resource(resource_id):
+    return jsonify(resource=public_resource(current_app.config, authorized_resource(resource_id)))
+
+
+@bp.patch("/resources/<uuid:resource_id>")
+def change_resource(resource_id):
+    """Change the schedule, time zone or alert webhook; absent ones stay, ``null`` clears one."""
+    resource = authorized_resource(resource_id)
+    try:
+        changed = change_options(resource, inputs.json_object())
+    except options.OptionError as e:
+        abort(422, str(e))
+    return jsonify(resource=public_resource(current_app.config, changed))
+
+
+@bp.post("/resources/<uuid:resource_id>/runs/claim")
+def claim_run(resource_id):
+    """The helper app asks for a queued or due run (`run-due`): the run and its token, or 204."""
+    authorized_resource(resource_id)
+    with db.pool().connection() as conn:
+        handed = pulling.hand_over(conn, resource_id, current_app.config)
+    if handed is None:
+        return "", 204
+    run, token = handed
+    return jsonify(run=runs.public(run), run_token=token)
 
 
 @bp.post("/resources/<uuid:resource_id>/backups")

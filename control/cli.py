@@ -44,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="byo (default): backups go to the helper app's own target; any other: the add-on's storage")
     create.add_argument("--retention", metavar="POLICY",
                         help="what the add-on's storage keeps (default daily=7,weekly=4,monthly=12)")
+    update = resource.add_parser("update", help="change a resource's settings, checked as provisioning checks them; "
+                                 "prints the resource as JSON")
+    update.add_argument("id", metavar="ID", help="the resource's id (Heroku's add-on uuid)")
+    update.add_argument("--schedule", metavar="CRON", help="e.g. '0 3 * * *'")
+    update.add_argument("--no-schedule", action="store_true", help="on demand only")
+    update.add_argument("--timezone", metavar="TZ", help="the schedule's time zone")
+    update.add_argument("--alert-webhook", metavar="URL", help="POSTed to when backups go missing and recover")
+    update.add_argument("--no-alert-webhook", action="store_true", help="no alert webhook")
+    update.add_argument("--retention", metavar="POLICY", help="what the add-on's storage keeps, e.g. daily=7,monthly=12")
     render = commands.add_parser("manifest", help="print the add-on manifest with its ${NAME} placeholders "
                                  "filled from the environment, for `heroku addons:admin:manifest:push`")
     render.add_argument("--template", type=Path, default=Path(manifest.TEMPLATE),
@@ -77,6 +86,10 @@ def _migrate(args, config) -> int:
 
 
 def _resource(args, config) -> int:
+    return _update(args, config) if args.action == "update" else _create(args, config)
+
+
+def _create(args, config) -> int:
     from control import db, options, resources
 
     given = {name: value for name, value in (("schedule", args.schedule), ("timezone", args.timezone),
@@ -89,6 +102,33 @@ def _resource(args, config) -> int:
     with db.open_pool(config["DATABASE_URL"], max_size=1) as pool, pool.connection() as conn:
         row, api_token = resources.create(conn, config, chosen, app=args.app, plan=args.plan)
     print(json.dumps({"id": str(row["id"]), "app": row["app"], "plan": row["plan"], "api_token": api_token}))
+    return 0
+
+
+def _update(args, config) -> int:
+    import uuid
+
+    from control import db, options, resources
+    from control.api import public_resource
+
+    given = {name: value for name, value in (("schedule", args.schedule), ("timezone", args.timezone),
+                                             ("alert_webhook", args.alert_webhook), ("retention", args.retention))
+             if value is not None}
+    given |= {"schedule": None} if args.no_schedule else {}
+    given |= {"alert_webhook": None} if args.no_alert_webhook else {}
+    try:
+        resource_id = uuid.UUID(args.id)
+    except ValueError:
+        raise settings.ConfigError(f"{args.id!r} is not a resource id") from None
+    with db.open_pool(config["DATABASE_URL"], max_size=1) as pool, pool.connection() as conn:
+        resource = resources.get(conn, resource_id)
+        if resource is None:
+            raise settings.ConfigError(f"no resource {resource_id}")
+        try:
+            changed = resources.change(conn, config, resource, given)
+        except options.OptionError as e:
+            raise settings.ConfigError(str(e)) from e
+    print(json.dumps(public_resource(config, changed)))
     return 0
 
 

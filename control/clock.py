@@ -22,7 +22,7 @@ import psycopg
 from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
-from control import alerts, db, deliveries, expiry, launchers, runs, schedules, worker
+from control import alerts, db, deliveries, expiry, launchers, oauth, resources, runs, schedules, worker
 from control.launchers import GONE, RUNNING, UNKNOWN, Launcher
 from control.store import Store
 
@@ -41,17 +41,33 @@ def queue_due(pool: ConnectionPool, *, now: datetime.datetime, time_to_live: int
                 " and not (id = any(%s::uuid[])) order by next_run_at for no key update skip locked limit %s",
                 (now, unusable, BATCH),
             ).fetchall()
-            following, failures = {}, []
-            for resource in due:
-                try:  # missed times are not caught up: one run now stands for them, the next is in the future
-                    following[resource["id"]] = schedules.next_after(resource["schedule"], resource["timezone"], now)
-                except Exception as e:  # noqa: BLE001 - one resource's schedule is its problem alone
-                    failures.append((resource, e))
-            queued += _queue_all(conn, [r for r in due if r["id"] in following], following, failures,
-                                 time_to_live=time_to_live)
-            unusable += [r["id"] for r, e in failures if not _unusable(conn, r, e, time_to_live=time_to_live)]
+            done, left_out = _queue_batch(conn, due, now=now, time_to_live=time_to_live)
+            queued, unusable = queued + done, unusable + left_out
         if not due:
             return queued
+
+
+def queue_if_due(conn: Connection, resource_id, *, now: datetime.datetime, time_to_live: int) -> int:
+    """Queue the resource's scheduled run if it is due and no clock has queued it yet (its helper app asks)."""
+    due = conn.execute(
+        "select * from resources where id = %s and next_run_at <= %s and deprovisioned_at is null"
+        " for no key update skip locked", (resource_id, now),
+    ).fetchall()
+    return _queue_batch(conn, due, now=now, time_to_live=time_to_live)[0]
+
+
+def _queue_batch(conn: Connection, due: list[dict], *, now: datetime.datetime,
+                 time_to_live: int) -> tuple[int, list]:
+    """Queue the due resources' runs and move their schedules on; (how many, ids that could not be recorded)."""
+    following, failures = {}, []
+    for resource in due:
+        try:  # missed times are not caught up: one run now stands for them, the next is in the future
+            following[resource["id"]] = schedules.next_after(resource["schedule"], resource["timezone"], now)
+        except Exception as e:  # noqa: BLE001 - one resource's schedule is its problem alone
+            failures.append((resource, e))
+    queued = _queue_all(conn, [r for r in due if r["id"] in following], following, failures,
+                        time_to_live=time_to_live)
+    return queued, [r["id"] for r, e in failures if not _unusable(conn, r, e, time_to_live=time_to_live)]
 
 
 def _queue_all(conn: Connection, resources: list[dict], following: dict, failures: list, *,
@@ -116,7 +132,8 @@ def sweep_lost(pool: ConnectionPool, launcher: Launcher, config: Mapping) -> int
     grace = config["LOST_GRACE"]
     with pool.connection() as conn:
         overdue = conn.execute(
-            "select r.*, s.app from runs r join resources s on s.id = r.resource_id where r.state = any(%s) and ("
+            "select r.*, s.app, s.run_mode from runs r join resources s on s.id = r.resource_id"
+            " where r.state = any(%s) and ("
             " r.created_at + make_interval(secs => r.time_to_live + %s) < now()"
             " or (r.handle is null and r.last_event_at is null and r.claimed_at + make_interval(secs => %s) < now()))"
             " limit %s", (list(runs.ACTIVE), grace, grace, BATCH * 4),
@@ -131,12 +148,17 @@ def sweep_lost(pool: ConnectionPool, launcher: Launcher, config: Mapping) -> int
 
 
 def _why_lost(launcher: Launcher, run: dict) -> str:
+    if run["claimed_at"] is None and run["run_mode"] == "pulled":
+        return (f"no report within its time to live; its helper app never asked for it (is its Heroku Scheduler "
+                f"job `{resources.SCHEDULER_JOB}` there?)")
     if run["claimed_at"] is None:
         return "no report within its time to live; no worker launched it (is `remora-control clock` running?)"
     if run["launched_at"] is None:
         return "its launch was interrupted"
     if run["handle"] is None:
         return "its launch was not confirmed and no process of it reported"
+    if run["handle"] == runs.PULLED:
+        return "no report within its time to live; the helper app took it and never reported its end"
     try:
         # asked outside any transaction: the Platform API may be slow
         dyno = launcher.state(resource_id=str(run["resource_id"]), app=run["app"], handle=run["handle"])
@@ -160,23 +182,27 @@ def _lose(pool: ConnectionPool, run: dict, reason: str) -> int:
 
 def _incidents(pool: ConnectionPool, config: Mapping) -> tuple[int, int]:
     slack = datetime.timedelta(seconds=config["RUN_TTL"] + config["LOST_GRACE"])
+    now = datetime.datetime.now(datetime.timezone.utc)
     with pool.connection() as conn:
         recovered = alerts.close_recovered(conn)
-        overdue = alerts.open_overdue(conn, slack=slack, now=datetime.datetime.now(datetime.timezone.utc))
+        overdue = alerts.open_overdue(conn, slack=slack, now=now)
+        overdue += alerts.open_silent(conn, silence=datetime.timedelta(seconds=config["HELPER_SILENCE"]), now=now)
     return recovered, overdue
 
 
 def tick(pool: ConnectionPool, launcher: Launcher, config: Mapping, store: Store | None = None) -> None:
     """One pass of everything the clock does; each part goes on whatever the others did."""
+    # first, within the five minutes a provision's grant lives, and before launches need its tokens
+    redeemed = _part("exchanging provision grants", 0, oauth.redeem_pending, pool, config)
     launched = _part("launching scheduled runs", 0, launch_due, pool, launcher, config)
     lost = _part("finding lost runs", 0, sweep_lost, pool, launcher, config)
     recovered, overdue = _part("raising and clearing incidents", (0, 0), _incidents, pool, config)
     told = _part("telling webhooks", 0, deliveries.deliver, pool, config)
     removed = _part("cleaning the add-on's storage", 0, expiry.run, pool, store, config["STORAGE_GRACE"])
-    if launched or lost or recovered or overdue or told or removed:
-        log.info("launched %d runs, %d runs lost, %d incidents opened for missing backups, %d closed,"
-                 " %d webhooks told, %d removed from the add-on's storage",
-                 launched, lost, overdue, recovered, told, removed)
+    if redeemed or launched or lost or recovered or overdue or told or removed:
+        log.info("%d grants exchanged, launched %d runs, %d runs lost, %d incidents opened for missing backups,"
+                 " %d closed, %d webhooks told, %d removed from the add-on's storage",
+                 redeemed, launched, lost, overdue, recovered, told, removed)
 
 
 def _part(name: str, nothing, step: Callable, *args):

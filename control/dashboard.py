@@ -1,5 +1,9 @@
-"""The dashboard: the SSO landing page, listing a resource's runs, with a "Back up now" button, and the
-backups in the add-on's storage with a short-lived download link each."""
+"""The dashboard: the SSO landing page, listing a resource's runs, with a "Back up now" button, its
+settings, and the backups in the add-on's storage with a short-lived download link each.
+
+Every form carries the session's CSRF field; the settings are checked as provisioning checks them
+(``api.change_options``), and a refused change shows the same message the API answers.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import uuid
 
 from flask import Blueprint, abort, current_app, redirect, render_template, request, session, url_for
 
-from control import api, db, deliveries, resources, runs, tokens
+from control import api, db, deliveries, options, resources, runs, tokens
 from runner import catalog
 from runner.errors import ObjectNotFound, StorageError
 
@@ -27,14 +31,27 @@ def _resource() -> dict:
     return resource
 
 
+def _checked_form() -> dict:
+    """The signed-in resource, once the form's CSRF field matches the session's (403 otherwise)."""
+    resource = _resource()
+    if not tokens.same(request.form.get("csrf", ""), session.get("csrf", "")):
+        abort(403, "the form is stale; reload the page")
+    return resource
+
+
 @bp.get("")
 def index():
-    resource = _resource()
+    return _page(_resource())
+
+
+def _page(resource: dict, *, problem: str | None = None, status: int = 200):
     with db.pool().connection() as conn:
         shown = [runs.public(run) for run in runs.newest(conn, resource["id"], limit=SHOWN)]
         delivery = deliveries.latest(conn, resource["id"])
-    return render_template("dashboard.html", resource=resource, runs=shown, delivery=delivery, csrf=session["csrf"],
-                           stored=_stored(resource))
+    view = api.public_resource(current_app.config, resource)
+    return render_template("dashboard.html", resource=resource, view=view, runs=shown, delivery=delivery,
+                           csrf=session["csrf"], email=session.get("email"), stored=_stored(resource),
+                           problem=problem, form=request.form if problem else None), status
 
 
 def _stored(resource: dict) -> dict | None:
@@ -75,8 +92,26 @@ def download(key):
 
 @bp.post("/backups")
 def back_up_now():
-    resource = _resource()
-    if not tokens.same(request.form.get("csrf", ""), session.get("csrf", "")):
-        abort(403, "the form is stale; reload the page")
-    api.trigger(resource, how="dashboard")
+    api.trigger(_checked_form(), how="dashboard")
+    return redirect(url_for("dashboard.index"), code=303)
+
+
+@bp.post("/settings")
+def change_settings():
+    """The settings form: the fields whose value changed (an empty schedule: on demand only)."""
+    resource = _checked_form()
+    form = request.form
+    shown = {"schedule": form.get("schedule", "").strip() or None, "timezone": form.get("timezone", "").strip()}
+    if "retention" in form:  # shown on a plan that stores in the add-on's storage
+        shown["retention"] = form["retention"].strip()
+    given = {name: value for name, value in shown.items() if value != resource[name]}
+    if form.get("alert_webhook", "").strip():  # empty: unchanged (the stored one is never shown whole)
+        given["alert_webhook"] = form["alert_webhook"].strip()
+    if form.get("no_alert_webhook"):
+        given["alert_webhook"] = None
+    try:
+        if given:  # a form saved as it was shown changes nothing (and skips no due time)
+            api.change_options(resource, given)
+    except options.OptionError as e:
+        return _page(resource, problem=str(e), status=422)
     return redirect(url_for("dashboard.index"), code=303)

@@ -7,20 +7,19 @@ Options are checked before the OAuth grant is exchanged: a refused provision spe
 
 from __future__ import annotations
 
-import hashlib
+import datetime
 import time
 import uuid
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, session, url_for
 
 from control import db, inputs, oauth, options, resources, tokens
+from control import sso as heroku_sso
 
 bp = Blueprint("heroku", __name__, url_prefix="/heroku")
-SSO_MAX_AGE = 300  # seconds either side of now that an SSO timestamp may be
 DEFAULT_SCHEDULE = "0 3 * * *"
 PLAN = r"[A-Za-z0-9][A-Za-z0-9:_.-]*"
 REGION = r"[A-Za-z0-9:_./-]*"
-STALE_LOGIN = "the login link is stale or invalid; open the add-on from Heroku's dashboard again"
 
 
 @bp.before_request
@@ -39,45 +38,59 @@ def _partner_auth():
         abort(401, "Heroku's add-on credentials are required")
 
 
-def _answer(resource_id, api_token: str, *, status: int):
+def _answer(resource_id, api_token: str, *, status: int, pulled: bool = False):
     base = current_app.config["CONTROL_URL"] or request.url_root.rstrip("/")
     config = {"REMORA_API_URL": f"{base}/api/v1/resources/{resource_id}", "REMORA_API_TOKEN": api_token}
-    return jsonify(id=str(resource_id), config=config, message="Remora will launch your backups."), status
+    message = (f"Remora's backups run when the helper app asks for them: {resources.SCHEDULER_SETUP}." if pulled
+               else "Remora will launch your backups.")
+    return jsonify(id=str(resource_id), config=config, message=message), status
+
+
+def _grant(body: dict) -> tuple[str, datetime.datetime] | None:
+    """The provision's OAuth grant code and when it expires; None when Heroku sent none (400 if malformed)."""
+    grant = body.get("oauth_grant")
+    if grant is None:
+        return None
+    code = inputs.text(grant.get("code") if isinstance(grant, dict) else None, name="oauth_grant.code",
+                       pattern=r"[A-Za-z0-9._~-]+", most=500)
+    try:
+        expires_at = datetime.datetime.fromisoformat(str(grant.get("expires_at")).replace("Z", "+00:00"))
+    except ValueError:
+        expires_at = None
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if expires_at is None or expires_at.tzinfo is None or expires_at > now + oauth.GRANT_LIFETIME:
+        expires_at = now + oauth.GRANT_LIFETIME  # never trust a grant to live longer than Heroku says they do
+    return code, expires_at
 
 
 @bp.post("/resources")
 def provision():
+    """A new add-on: its options checked, its grant kept for later, its config answered at once."""
     body = inputs.json_object()
     try:
         resource_id = uuid.UUID(str(body.get("uuid")))
     except ValueError:
         abort(400, "uuid is required")
-    grant = body.get("oauth_grant")
-    code = inputs.text(grant.get("code") if isinstance(grant, dict) else None, name="oauth_grant.code",
-                       pattern=r"[A-Za-z0-9._~-]+", most=500)
+    grant = _grant(body)
     plan = inputs.text(body.get("plan", "default"), name="plan", pattern=PLAN)
     region = inputs.text(body.get("region", ""), name="region", pattern=REGION) or None
     if (repeated := _repeated(resource_id)) is not None:
-        return repeated
+        return repeated  # Heroku asked again: the same answer, and the grant kept the first time stays
     try:
         chosen = options.validate(body.get("options") or {}, policy=options.policy(current_app.config),
                                   default_schedule=DEFAULT_SCHEDULE)
     except options.OptionError as e:
         abort(422, str(e))
-    try:  # only now: a grant is good once, and a refused provision must leave Heroku's retry one
-        grant = oauth.exchange(current_app.config, grant_type="authorization_code", code=code)
-    except oauth.GrantRefused as e:
-        abort(422, f"could not complete the authorization: {e}")
-    except oauth.OAuthError as e:
-        abort(503, f"could not complete the authorization: {e}")
     with db.pool().connection() as conn:
         created = resources.create(conn, current_app.config, chosen, app=None, resource_id=resource_id, plan=plan,
                                    region=region, keep_token=True)
-        if created is not None:
-            oauth.store(conn, current_app.config, resource_id, grant)
+        if created is not None and grant is None:
+            resources.pull(conn, resource_id, "Heroku sent no authorization with the provision")
+        elif created is not None:
+            oauth.keep_grant(conn, current_app.config, resource_id, *grant)
     if created is None:  # provisioned by a request just before this one
         return _repeated(resource_id)
-    return _answer(resource_id, created[1], status=201)
+    return _answer(resource_id, created[1], status=201, pulled=grant is None)
 
 
 def _repeated(resource_id):
@@ -92,58 +105,53 @@ def _repeated(resource_id):
             api_token = resources.kept_token(conn, current_app.config, existing)
         except tokens.Unreadable as e:
             abort(503, f"the add-on's API token cannot be read: {e}")
-    return _answer(resource_id, api_token, status=200)
+    return _answer(resource_id, api_token, status=200, pulled=existing["run_mode"] == "pulled")
 
 
 @bp.put("/resources/<uuid:resource_id>")
 def change_plan(resource_id):
     plan = inputs.text(inputs.json_object().get("plan"), name="plan", pattern=PLAN)
     with db.pool().connection() as conn:
-        if conn.execute("update resources set plan = %s where id = %s and deprovisioned_at is null",
-                        (plan, resource_id)).rowcount == 0:
-            abort(404, "no such resource")
+        found = conn.execute("update resources set plan = case when deprovisioned_at is null then %s else plan end"
+                             " where id = %s returning deprovisioned_at", (plan, resource_id)).fetchone()
+    if found is None:
+        abort(404, "no such add-on")
+    if found["deprovisioned_at"] is not None:
+        abort(410, "this add-on was deprovisioned")
     return jsonify(message=f"Plan changed to {plan}.")
 
 
 @bp.delete("/resources/<uuid:resource_id>")
 def deprovision(resource_id):
+    """Stop its schedule and forget its Heroku tokens; 410 for one already gone (or never here)."""
     with db.pool().connection() as conn:
         found = conn.execute(
-            "update resources set deprovisioned_at = coalesce(deprovisioned_at, now()), next_run_at = null,"
-            " oauth_access_token = null, oauth_refresh_token = null, api_token_sealed = null,"
-            " alert_webhook_sealed = null where id = %s", (resource_id,)).rowcount
+            "update resources set deprovisioned_at = now(), next_run_at = null, oauth_access_token = null,"
+            " oauth_refresh_token = null, oauth_grant_code = null, api_token_sealed = null,"
+            " alert_webhook_sealed = null where id = %s and deprovisioned_at is null", (resource_id,)).rowcount
     if not found:
-        abort(404, "no such resource")
+        abort(410, "this add-on is already deprovisioned")
     return "", 204
 
 
 @bp.post("/sso")
 def sso():
-    """Heroku's SSO form: the resource id, a timestamp and sha1("id:salt:timestamp"); each form opens one session."""
-    form = request.form
-    resource_id = form.get("resource_id") or form.get("id") or ""
-    token = form.get("resource_token") or form.get("token") or ""
-    timestamp = form.get("timestamp", "")
-    salt = current_app.config["HEROKU_SSO_SALT"]
-    if not salt or not inputs.is_whole_number(timestamp) or abs(time.time() - int(timestamp)) > SSO_MAX_AGE:
-        abort(403, STALE_LOGIN)
-    expected = hashlib.sha1(f"{resource_id}:{salt}:{timestamp}".encode()).hexdigest()
-    if not tokens.same(token, expected):
-        abort(403, STALE_LOGIN)
+    """Heroku's SSO form (control/sso.py checks it): a session for that resource; each form opens one."""
     try:
-        with db.pool().connection() as conn:
-            resource = resources.get(conn, uuid.UUID(resource_id))
-            if resource is None:
-                abort(403, "no such add-on")
-            # a form seen within its window (a replay) opens no second session
-            conn.execute("delete from sso_logins where used_at < now() - make_interval(secs => %s)",
-                         (2 * SSO_MAX_AGE,))
-            if not conn.execute("insert into sso_logins (resource_id, timestamp) values (%s, %s)"
-                                " on conflict do nothing", (resource["id"], int(timestamp))).rowcount:
-                abort(403, STALE_LOGIN)
-    except ValueError:
-        abort(403, "no such add-on")
+        login = heroku_sso.check(request.form, salt=current_app.config["HEROKU_SSO_SALT"], now=time.time())
+    except heroku_sso.SSOError as e:
+        abort(403, str(e))
+    with db.pool().connection() as conn:
+        resource = resources.get(conn, login.resource_id)
+        if resource is None:
+            abort(403, "no such add-on")
+        # a form seen within its window (a replay) opens no second session
+        conn.execute("delete from sso_logins where used_at < now() - make_interval(secs => %s)",
+                     (2 * heroku_sso.MAX_AGE,))
+        if not conn.execute("insert into sso_logins (resource_id, timestamp) values (%s, %s)"
+                            " on conflict do nothing", (resource["id"], login.timestamp)).rowcount:
+            abort(403, heroku_sso.STALE)
     session.clear()
-    session.update(resource_id=str(resource["id"]), csrf=tokens.new_token(),
-                   nav_data=(form.get("nav-data") or "")[:1000])
+    session.update(resource_id=str(resource["id"]), csrf=tokens.new_token(), email=login.email,
+                   nav_data=(request.form.get("nav-data") or "")[:1000])
     return redirect(url_for("dashboard.index"), code=303)

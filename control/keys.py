@@ -13,7 +13,7 @@ from psycopg import Connection
 
 from control import tokens
 
-SEALED = ("oauth_access_token", "oauth_refresh_token", "api_token_sealed", "alert_webhook_sealed")
+SEALED = ("oauth_access_token", "oauth_refresh_token", "oauth_grant_code", "api_token_sealed", "alert_webhook_sealed")
 BATCH = 500
 
 

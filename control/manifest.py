@@ -3,8 +3,9 @@
 ``addon-manifest.json`` at the repository's root holds ``${NAME}`` placeholders where the add-on's
 password, its SSO salt and the control plane's URL go, so the committed file holds no secret.
 ``render`` fills them from the environment and refuses a manifest the control plane could not
-serve: an id other than HEROKU_ADDON_ID (Heroku's Basic auth would then always fail), or a
-production URL that is not https (Heroku sends the add-on password there with every call).
+serve or Heroku would not take: an id other than HEROKU_ADDON_ID (Heroku's Basic auth would then
+always fail), a production URL that is not https (Heroku sends the add-on password there with
+every call), or a password outside Heroku's 8 to 72 characters.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 TEMPLATE = "addon-manifest.json"
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+PASSWORD_LENGTH = range(8, 73)  # what Heroku takes for an add-on manifest's password
 
 
 class ManifestError(Exception):
@@ -57,6 +59,9 @@ def render(template: dict, env: Mapping[str, str]) -> dict:
     if addon_id and addon_id != manifest["id"]:
         raise ManifestError(f"the manifest's id {manifest['id']!r} is not HEROKU_ADDON_ID {addon_id!r}: "
                             "Heroku's calls would be refused")
+    if len(manifest["api"]["password"]) not in PASSWORD_LENGTH:
+        raise ManifestError(f"the add-on password (HEROKU_ADDON_PASSWORD) has {len(manifest['api']['password'])} "
+                            "characters: Heroku takes 8 to 72")
     for key, url in manifest["api"]["production"].items():
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:

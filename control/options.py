@@ -1,7 +1,8 @@
 """A resource's options as its owner sets them: schedule, time zone, alert webhook and the retention policy
 of the add-on's storage, checked in one place.
 
-Provisioning, ``remora-control resource create`` and any later change of settings go through
+Provisioning, ``remora-control resource create`` and every later change (the dashboard, ``PATCH
+/api/v1/resources/<id>``, ``remora-control resource update``: ``changed``) go through
 ``validate`` before anything else happens (before Heroku's OAuth grant is exchanged, before a row
 is written), so that no value the clock or the webhook sender would choke on is ever stored.
 """
@@ -62,6 +63,17 @@ def _retention(text) -> str:
         return str(retention.parse(text, source="retention"))
     except RemoraError as e:
         raise OptionError(e.one_line()) from e
+
+
+def changed(current: Mapping, given: Mapping, *, policy: webhooks.Policy) -> Options:
+    """The options of a resource (``current``, its row) once ``given`` is applied over them, checked as above.
+
+    A webhook is checked only when ``given`` names it (the stored one stays sealed, unread).
+    """
+    if not isinstance(given, Mapping) or not given:
+        raise OptionError(f"name an option to change (known: {', '.join(KNOWN)})")
+    stored = {name: current[name] for name in ("schedule", "timezone", "retention")}
+    return validate({**stored, **given}, policy=policy)
 
 
 def policy(config: Mapping) -> webhooks.Policy:

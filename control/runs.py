@@ -19,8 +19,8 @@ import uuid
 
 from psycopg import Connection
 
-from control import tokens
-from control.launchers import Launcher, LaunchError, LaunchSpec, LaunchUnconfirmed
+from control import resources, tokens
+from control.launchers import Launcher, LaunchError, LaunchRefused, LaunchSpec, LaunchUnconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ ENDED = ("succeeded", "failed", "lost")
 MAX_ERROR = 1000  # characters of the runner's one-line error kept
 MAX_COUNT = 2**63 - 1  # bigint
 MAX_EXIT_CODE = 255
+PULLED = "run-due"  # the handle of a run its helper app took (control/pulling.py): no launcher knows its process
 
 
 class EventError(ValueError):
@@ -68,17 +69,18 @@ def active(conn: Connection, resource_id) -> dict | None:
                         (resource_id, list(ACTIVE))).fetchone()
 
 
-def claim(conn: Connection, *, limit: int, resource_id=None) -> list[tuple[dict, str]]:
+def claim(conn: Connection, *, limit: int, resource_id=None, launched_only: bool = False) -> list[tuple[dict, str]]:
     """Take up to ``limit`` queued runs (of one resource, if given) to launch, oldest first; (run, its new token).
 
     Each run comes with its resource's ``app``. Claimed runs are skipped by every other claim, so
-    any number of workers can take from the queue at once.
+    any number of workers can take from the queue at once. ``launched_only`` leaves the runs of
+    pulled resources to their helper apps.
     """
     due = conn.execute(
         "select r.*, s.app from runs r join resources s on s.id = r.resource_id"
         " where r.state = 'queued' and r.claimed_at is null and (%s::uuid is null or r.resource_id = %s)"
-        " order by r.created_at limit %s for update of r skip locked",
-        (resource_id, resource_id, limit),
+        " and (not %s or s.run_mode = 'launched') order by r.created_at limit %s for update of r skip locked",
+        (resource_id, resource_id, launched_only, limit),
     ).fetchall()
     claimed = [(run, tokens.new_token()) for run in due]
     conn.execute("update runs set claimed_at = now(), token_hash = t.hash from unnest(%s::uuid[], %s::bytea[])"
@@ -89,11 +91,17 @@ def claim(conn: Connection, *, limit: int, resource_id=None) -> list[tuple[dict,
 
 @dataclasses.dataclass(frozen=True)
 class Launch:
-    """What became of one claimed run's launch: its process's handle (None if unconfirmed), or why it failed."""
+    """What became of one claimed run's launch: its process's handle (None if unconfirmed), or why it failed.
+
+    ``refused``: the platform will not start processes for its resource; the run goes back to the
+    queue, for its helper app to ask for, with this note.
+    """
 
     run_id: uuid.UUID
     handle: str | None = None
     error: str | None = None
+    resource_id: uuid.UUID | None = None
+    refused: str | None = None
 
 
 def launch(launcher: Launcher, run: dict, token: str, control_url: str) -> Launch:
@@ -109,6 +117,9 @@ def launch(launcher: Launcher, run: dict, token: str, control_url: str) -> Launc
     except LaunchUnconfirmed as e:
         log.warning("run %s of resource %s: %s", run["id"], run["resource_id"], e)
         return Launch(run["id"])
+    except LaunchRefused as e:
+        log.warning("run %s of resource %s: %s; its runs are pulled from now on", run["id"], run["resource_id"], e)
+        return Launch(run["id"], resource_id=run["resource_id"], refused=_refused(e))
     except LaunchError as e:
         return Launch(run["id"], error=f"launch failed: {e}"[:MAX_ERROR])
     except Exception as e:  # noqa: BLE001 - whatever happened, the run must not wait to be found lost
@@ -116,8 +127,19 @@ def launch(launcher: Launcher, run: dict, token: str, control_url: str) -> Launc
         return Launch(run["id"], error=f"launch failed: internal error while launching ({type(e).__name__})")
 
 
+def _refused(error: LaunchRefused) -> str:
+    return (f"Heroku refused to start a dyno for this run ({error}). The add-on may not start dynos on the "
+            f"helper app, so its runs now wait for the helper app to ask: {resources.SCHEDULER_SETUP}")[:MAX_ERROR]
+
+
 def record(conn: Connection, launches: list[Launch]) -> None:
-    """Keep what became of launches: launched (never moving a run backwards: it may have reported), or failed."""
+    """Keep what became of launches: launched (never moving a run backwards: it may have reported), failed,
+    or refused (back in the queue, for its helper app, and its resource pulled)."""
+    for launch in (launch for launch in launches if launch.refused is not None):
+        conn.execute("update runs set claimed_at = null, token_hash = null, error = %s where id = %s"
+                     " and state = 'queued'", (launch.refused, launch.run_id))
+        resources.pull(conn, launch.resource_id, launch.refused)
+    launches = [launch for launch in launches if launch.refused is None]
     done = [launch for launch in launches if launch.error is None]
     conn.execute(
         "update runs set handle = t.handle, launched_at = now(),"
@@ -226,9 +248,9 @@ def public(run: dict) -> dict:
         "resource_id": str(run["resource_id"]),
         "state": run["state"],
         "trigger": run["trigger"],
-        "created_at": _iso(run["created_at"]),
-        "launched_at": _iso(run["launched_at"]),
-        "finished_at": _iso(ended),
+        "created_at": iso(run["created_at"]),
+        "launched_at": iso(run["launched_at"]),
+        "finished_at": iso(ended),
         "duration_seconds": round((ended - run["created_at"]).total_seconds(), 1) if ended else None,
         "bytes": run["bytes_done"],
         "backup": None if run["backup_id"] is None else {
@@ -240,5 +262,6 @@ def public(run: dict) -> dict:
     }
 
 
-def _iso(moment: datetime.datetime | None) -> str | None:
+def iso(moment: datetime.datetime | None) -> str | None:
+    """A time as the API shows it: ISO 8601, UTC, with a Z."""
     return None if moment is None else moment.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")

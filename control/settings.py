@@ -44,6 +44,7 @@ _NUMBERS = {
     "REMORA_CLOCK_INTERVAL": ("CLOCK_INTERVAL", 10),
     "REMORA_WEBHOOK_TIMEOUT": ("WEBHOOK_TIMEOUT", 10),
     "REMORA_TRIGGERS_PER_HOUR": ("TRIGGERS_PER_HOUR", 12),  # a count: API and dashboard runs per resource
+    "REMORA_HELPER_SILENCE": ("HELPER_SILENCE", 3600),  # a pulled resource's helper app asks every 10 minutes
 }
 LAUNCHERS = ("local", "heroku")
 ENVIRONMENTS = ("production", "development")

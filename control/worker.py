@@ -44,7 +44,7 @@ def launch_queued(pool: ConnectionPool, launcher: Launcher, config: Mapping) -> 
 
 def _claim(pool: ConnectionPool) -> list[tuple[dict, str]]:
     with pool.connection() as conn:
-        return runs.claim(conn, limit=BATCH)
+        return runs.claim(conn, limit=BATCH, launched_only=True)  # a pulled resource's runs are its helper app's
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from runner import backup, catalog, check, grants, log, postgres, prune, report, restore, retention, shutdown
+from runner import backup, catalog, check, grants, log, postgres, prune, report, restore, retention, rundue, shutdown
 from runner.config import Config, Secret
 from runner.errors import RemoraError, Terminated, UsageError
 from runner.manifest import Manifest
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     sub = command("backup", "dump, encrypt and store the database")
+    sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
+    _allow_write(sub)
+    sub = command("run-due", "ask the control plane for this helper app's queued or due run, and run it as a backup")
     sub.add_argument("--database-url-env", metavar="NAME", help="the variable holding the database URL")
     _allow_write(sub)
     sub = command("list", "list complete backups, oldest first")
@@ -127,6 +130,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         logger.error(e.one_line(), exit_code=e.exit_code)
         if config is None and args.command == "backup":
             report.unconfigured(env, e)  # a launched run whose settings are wrong must not look lost
+        elif config is None and args.command == "run-due":
+            rundue.unconfigured(env, e)  # nor a due run the helper app would have taken
         return e.exit_code
     except Terminated as e:
         logger.error(f"{args.command} stopped by {e.name}; nothing that looks complete was left",
@@ -169,6 +174,16 @@ def _prune_after_backup(config: Config) -> None:
         prune.run(config, dry_run=False, report=lambda line: logger.info("pruned", step=line))
     except RemoraError as e:
         logger.warning(f"prune after the backup failed: {e.one_line()}")
+
+
+def _run_due(args, config: Config, env) -> int:
+    run = rundue.claim(config)
+    if run is None:
+        logger.info("nothing due")
+        return 0
+    log.redactor.add(run.secrets())
+    logger.info("the control plane handed over a run", run_id=run.run_id)
+    return _backup(args, run, env)
 
 
 def _list(args, config: Config, env) -> int:
@@ -253,8 +268,8 @@ def _database_url(value: str, env: Mapping[str, str]) -> Secret:
 
 
 _COMMANDS = {
-    "backup": _backup, "list": _list, "verify": _verify, "restore": _restore, "download": _download, "prune": _prune,
-    "grants": _grants,
+    "backup": _backup, "run-due": _run_due, "list": _list, "verify": _verify, "restore": _restore,
+    "download": _download, "prune": _prune, "grants": _grants,
 }
 
 

@@ -71,8 +71,8 @@ class Config:
                        set by the control plane on a run it launched: where to report, as whom
                        (and, in the add-on's storage, what the run may write)
     api_url, api_token set by the add-on on the helper app: the resource's API, asked whether it
-                       recorded a backup being verified or restored, and, with no REMORA_TARGET_URL,
-                       the way into the add-on's storage
+                       recorded a backup being verified or restored, with no REMORA_TARGET_URL the
+                       way into the add-on's storage, and by `run-due` for a run
     retry_attempts     tries of each storage call before a transient failure is given up
     retry_backoff_max  seconds: the longest wait between two tries (the first waits about 0.5 s)
     storage_timeout    seconds a storage connection may make no progress before it counts as dead

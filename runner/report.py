@@ -1,4 +1,4 @@
-"""Reporting a run to the control plane that launched it (standard library only).
+"""Reporting a run to the control plane that launched it, and `run-due`'s claim of one (standard library only).
 
 When REMORA_CONTROL_URL, REMORA_RUN_ID and REMORA_RUN_TOKEN are all set, ``backup`` posts
 ``started``, ``progress`` (bytes, as often as progress is logged), then ``succeeded`` or
@@ -8,6 +8,7 @@ delivered is a warning: it never fails the backup itself.
 The run token goes only to an https:// URL (http:// only to this machine), and never along a
 redirect. ``started`` names this process: if another process of the same run started it first
 (a dyno launched twice), the control plane answers 409 and this one stops without dumping.
+``claim`` asks the control plane for a run with the resource's API token, under the same rules.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import structlog
 from runner import log as logs
 from runner import transfer
 from runner.config import Config
-from runner.errors import RemoraError, Terminated
+from runner.errors import RemoraError, Terminated, UsageError
 from runner.manifest import Manifest
 
 log = structlog.get_logger()
@@ -37,6 +38,8 @@ TIMEOUT = 5.0  # seconds per attempt: a slow control plane must not hold the bac
 ATTEMPTS = 2
 RETRY_AFTER = 1.0
 STOPPING_TIMEOUT = 1.5  # seconds: the report of a run stopped by a signal, inside its 4 s to exit
+CLAIM_TIMEOUT = 10.0  # seconds: `run-due` has nothing else to do, and Heroku Scheduler asks again anyway
+MAX_ANSWER = 64 * 1024  # bytes of a claim's answer read: a run is a few hundred
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -176,3 +179,37 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def claim(url: str, token: str) -> dict | None:
+    """POST to the resource's claim URL; the JSON answer (a run and its token), or None for 204 (nothing due).
+
+    Raises UsageError when the control plane refuses the API token or cannot be asked: the
+    message names the variables and the status, never the token.
+    """
+    hint = "check REMORA_API_URL and REMORA_API_TOKEN, the add-on's config vars; Heroku Scheduler asks again"
+    if not _may_carry_token(url):
+        raise UsageError("REMORA_API_URL must be https:// (http:// only to localhost): the API token goes there",
+                         hint=hint)
+    request = urllib.request.Request(url, data=b"{}", method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with _OPENER.open(request, timeout=CLAIM_TIMEOUT) as answer:
+            if answer.status == 204:
+                return None
+            data = answer.read(MAX_ANSWER + 1)
+    except urllib.error.HTTPError as e:
+        refused = e.code in (401, 403, 404)
+        raise UsageError(f"the control plane {'refused' if refused else 'failed'} the request for a run "
+                         f"(HTTP {e.code}{'; redirects are not followed' if 300 <= e.code < 400 else ''})",
+                         hint=hint) from e
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
+        raise UsageError(f"could not ask the control plane for a run ({problem})", hint=hint) from e
+    try:
+        body = json.loads(data) if len(data) <= MAX_ANSWER else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise UsageError("the control plane's answer to the request for a run is not a JSON object", hint=hint)
+    return body

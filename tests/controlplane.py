@@ -110,12 +110,15 @@ def provision_body(heroku, *, plan: str = "basic", **options) -> dict:
             "log_input_url": "https://token:t@1.us.logplex.io/logs", "log_drain_token": "d.x"}
 
 
-def sso_form(resource_id: str, *, timestamp: int | None = None, salt: str = SSO_SALT) -> dict:
-    """The form Heroku's SSO posts for ``resource_id``, signed with ``salt``."""
+def sso_form(resource_id: str, *, timestamp: int | None = None, salt: str = SSO_SALT,
+             email: str = "dba@example.com", user_id: str = "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d") -> dict:
+    """The form Heroku's SSO posts for ``resource_id``, signed with ``salt``: both tokens, as Heroku sends them."""
     timestamp = int(time.time()) if timestamp is None else timestamp
-    token = hashlib.sha1(f"{resource_id}:{salt}:{timestamp}".encode()).hexdigest()
-    return {"resource_id": resource_id, "resource_token": token, "timestamp": str(timestamp),
-            "nav-data": "nav", "email": "dba@example.com"}
+    return {"resource_id": resource_id, "timestamp": str(timestamp), "user_id": user_id, "email": email,
+            "resource_token": hashlib.sha1(f"{resource_id}:{salt}:{timestamp}".encode()).hexdigest(),
+            "user_scoped_resource_token": hashlib.sha256(
+                f"{resource_id}:{salt}:{timestamp}:{user_id}:{email}".encode()).hexdigest(),
+            "nav-data": "nav", "app": "helper-app", "context_app": "helper-app"}
 
 
 def connect(url: str) -> psycopg.Connection:

@@ -45,6 +45,8 @@ def test_a_tiny_benchmark_runs_every_row_and_writes_both_results_files(
     [poisoned] = [f for f in figures if f["row"] == "poisoned"]
     assert poisoned["name"].startswith("200 due schedules, 2 of them raising") and poisoned["failures"] == [], poisoned
     assert "duplicates 0, not dispatched 0" in poisoned["notes"]
+    [rundue] = [f for f in figures if f["row"] == "rundue"]
+    assert rundue["failures"] == [] and "answered 204" in rundue["notes"], rundue
     [trigger] = [f for f in figures if f["row"] == "trigger"]
     assert "200 requests, 0 errors" in trigger["notes"] and trigger["failures"] == [], trigger
 

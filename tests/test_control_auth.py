@@ -49,6 +49,16 @@ ROUTES = [
     ("GET", "/api/v1/runs/{run_a}", "/api/v1/runs/<uuid:run_id>", {
         NONE: (lambda w: {}, 401), WRONG: (lambda w: _bearer("x" * 43), 401),
         OTHER: (lambda w: _bearer(w["b_token"]), 404)}),
+    ("GET", "/api/v1/resources/{a}", "/api/v1/resources/<uuid:resource_id>", {
+        NONE: (lambda w: {}, 401), WRONG: (lambda w: _bearer("x" * 43), 401),
+        OTHER: (lambda w: _bearer(w["b_token"]), 404)}),
+    ("PATCH", "/api/v1/resources/{a}", "/api/v1/resources/<uuid:resource_id>", {
+        NONE: (lambda w: {"json": {"timezone": "Europe/Paris"}}, 401),
+        WRONG: (lambda w: {"json": {"timezone": "Europe/Paris"}, **_bearer("x" * 43)}, 401),
+        OTHER: (lambda w: {"json": {"timezone": "Europe/Paris"}, **_bearer(w["b_token"])}, 404)}),
+    ("POST", "/api/v1/resources/{a}/runs/claim", "/api/v1/resources/<uuid:resource_id>/runs/claim", {
+        NONE: (lambda w: {}, 401), WRONG: (lambda w: _bearer("x" * 43), 401),
+        OTHER: (lambda w: _bearer(w["b_token"]), 404)}),
     ("POST", "/api/v1/runs/{run_a}/events", "/api/v1/runs/<uuid:run_id>/events", {
         NONE: (lambda w: {"json": {"type": "started"}}, 401),
         WRONG: (lambda w: {"json": {"type": "started"}, **_bearer("x" * 43)}, 401),
@@ -92,6 +102,11 @@ ROUTES = [
         NONE: (lambda w: {"data": {"csrf": "x"}}, 401),
         WRONG: (lambda w: {"data": {"csrf": "x"}, "headers": {"Cookie": "session=forged.cookie.value"}}, 401),
         OTHER: (lambda w: {"data": {"csrf": "guess"}, "browser": w["b_browser"]}, 403)}),
+    ("POST", "/dashboard/settings", "/dashboard/settings", {
+        NONE: (lambda w: {"data": {"csrf": "x", "timezone": "Europe/Paris"}}, 401),
+        WRONG: (lambda w: {"data": {"csrf": "x", "timezone": "Europe/Paris"},
+                           "headers": {"Cookie": "session=forged.cookie.value"}}, 401),
+        OTHER: (lambda w: {"data": {"csrf": "guess", "timezone": "Europe/Paris"}, "browser": w["b_browser"]}, 403)}),
 ]
 
 
@@ -112,9 +127,10 @@ def test_every_route_rejects_missing_wrong_and_foreign_credentials(heroku_app, w
     answer = client.open(url, method=method, **kwargs)
     assert answer.status_code == expected, answer.data
     assert world["run_a"]["id"] not in answer.text
-    if not path.startswith("/dashboard"):
-        assert answer.is_json and answer.json["error"]
+    if not path.startswith("/dashboard"):  # Heroku shows its user the `message` of a Partner API error
+        assert answer.is_json and answer.json["message" if path.startswith("/heroku") else "error"]
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n from runs").fetchone()["n"] == 2  # nothing was triggered
         assert conn.execute("select count(*) as n from resources where plan = 'byo' and deprovisioned_at is null"
-                            ).fetchone()["n"] == 2  # nothing was changed or removed
+                            " and timezone = 'UTC' and last_asked_at is null"
+                            ).fetchone()["n"] == 2  # nothing was changed, asked for or removed

@@ -1,10 +1,12 @@
-"""The dashboard in a real headless Chromium: log in through SSO, click "Back up now", see the new run."""
+"""The dashboard in a real headless Chromium: log in through SSO, click "Back up now", see the new run; change
+the settings in its form."""
 
 from __future__ import annotations
 
 import contextlib
 import html
 import urllib.parse
+import zoneinfo
 
 import pytest
 import requests
@@ -14,11 +16,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
-from control import create_app
-from tests.controlplane import SECRET_KEY, SSO_SALT, connect, make_resource, work
+from control import create_app, options
+from tests.controlplane import SECRET_KEY, SSO_SALT, connect, make_resource, sso_form, work
 from tests.servers.util import require_tool
 from tests.servers.util import serving as serving_server  # this module's serving() serves an app
-from tests.test_control_heroku import sso_form
 
 WAIT = 15  # seconds for a page to show what we expect
 
@@ -62,10 +63,11 @@ def test_log_in_through_sso_click_back_up_now_and_see_the_run(browser, control_d
     with serving(app) as base:
         browser.get(_login_page(base, sso_form(str(resource["id"]))))
         browser.find_element(By.ID, "open").click()
-        WebDriverWait(browser, WAIT).until(lambda d: d.current_url == f"{base}/dashboard")
+        WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda d: d.current_url == f"{base}/dashboard")
         assert "No runs yet." in browser.find_element(By.ID, "runs").text
+        assert browser.find_element(By.ID, "signed-in").text == "Signed in as dba@example.com"
         browser.find_element(By.ID, "back-up-now").click()
-        WebDriverWait(browser, WAIT).until(
+        WebDriverWait(browser, WAIT, poll_frequency=0.1).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, "#runs tr[data-run-id]"))
         [row] = browser.find_elements(By.CSS_SELECTOR, "#runs tr[data-run-id]")
         state = row.find_element(By.CLASS_NAME, "state").text
@@ -85,3 +87,37 @@ def test_log_in_through_sso_click_back_up_now_and_see_the_run(browser, control_d
         run = conn.execute("select id::text as id, state, trigger from runs").fetchone()
     assert run == {"id": run_id, "state": "succeeded", "trigger": "dashboard"} and state == "queued"
     assert [spec.run_id for spec in launcher.specs] == [run_id]
+
+
+def test_change_the_settings_in_the_form_and_see_a_refusal_worded_as_provisioning_words_it(browser, control_db,
+                                                                                          launcher):
+    app = create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": control_db, "LAUNCHER": launcher,
+                      "HEROKU_SSO_SALT": SSO_SALT})
+    resource, _ = make_resource(app, schedule="0 3 * * *")
+    with pytest.raises(options.OptionError) as provisioning:  # what provisioning answers for such a schedule
+        options.validate({"schedule": "*/20 * * * *"}, policy=options.policy(app.config))
+    with serving(app) as base:
+        browser.get(_login_page(base, sso_form(str(resource["id"]))))
+        browser.find_element(By.ID, "open").click()
+        WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda d: d.current_url == f"{base}/dashboard")
+        _fill(browser, schedule="30 2 * * *", timezone="Europe/Paris")
+        WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda d: "30 2 * * *" in d.find_element(By.ID, "schedule-now").text)
+        assert "(Europe/Paris), next at " in browser.find_element(By.ID, "schedule-now").text
+        _fill(browser, schedule="*/20 * * * *", timezone="Europe/Paris")
+        problem = WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda d: d.find_elements(By.ID, "settings-problem"))[0].text
+        assert problem == f"Not saved: {provisioning.value}"
+        assert browser.find_element(By.ID, "schedule").get_attribute("value") == "*/20 * * * *"  # kept to correct
+    app.extensions["remora.pool"].close()
+    with connect(control_db) as conn:
+        row = conn.execute("select schedule, timezone, next_run_at from resources").fetchone()
+    assert (row["schedule"], row["timezone"]) == ("30 2 * * *", "Europe/Paris")
+    assert row["next_run_at"].astimezone(zoneinfo.ZoneInfo("Europe/Paris")).strftime("%H:%M") == "02:30"
+
+
+def _fill(browser, **fields: str) -> None:
+    """Type each field's new value over the old one, and save the form."""
+    for name, value in fields.items():
+        field = browser.find_element(By.ID, name)
+        field.clear()
+        field.send_keys(value)
+    browser.find_element(By.ID, "save-settings").click()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 
 import pytest
 import requests
 
-from control import oauth
+from control import oauth, tokens
 from control.launchers import GONE, RUNNING, LaunchError, LaunchSpec, LaunchUnconfirmed
 from control.launchers.heroku import HerokuLauncher
 from control.oauth import HerokuAccess
 from tests.controlplane import CLIENT_SECRET, connect, make_resource, work
+from tests.servers.heroku import PARTNER_SUBSET, SCHEMA
 
 
 def _authorized_resource(app, heroku, **kwargs) -> tuple[dict, str]:
@@ -57,11 +59,30 @@ def test_a_triggered_run_starts_a_detached_one_off_dyno(heroku_app, heroku):
     assert handle in heroku.dynos
 
 
+def _headers(heroku) -> dict:
+    token = heroku.issue_tokens(CLIENT_SECRET)["access_token"]
+    return {"Accept": "application/vnd.heroku+json; version=3", "Authorization": f"Bearer {token}"}
+
+
 def test_the_standin_rejects_what_the_schema_forbids(heroku):
     answer = requests.post(f"{heroku.api_url}/apps/x/dynos", json={"command": "x", "time_to_life": 1},
-                           headers={"Accept": "application/vnd.heroku+json; version=3"})
+                           headers=_headers(heroku))
     assert answer.status_code == 422
     assert heroku.problems == ["(body): Additional properties are not allowed ('time_to_life' was unexpected)"]
+
+
+def test_a_partner_token_is_refused_everywhere_outside_the_platform_api_for_partners(heroku):
+    heroku.partner_only = True
+    headers, refused, allowed = _headers(heroku), set(), set()
+    for name, definition in SCHEMA["definitions"].items():
+        for link in definition.get("links", []):
+            path = re.sub(r"\{\(.*?\)\}", "01234567-89ab-cdef-0123-456789abcdef", link["href"])
+            answer = requests.request(link["method"], heroku.api_url + path, headers=headers, json={}, timeout=5)
+            (refused if answer.status_code == 403 else allowed).add((name, link["title"]))
+    every = {(name, link["title"]) for name, definition in SCHEMA["definitions"].items()
+             for link in definition.get("links", [])}
+    assert allowed == PARTNER_SUBSET and refused == every - PARTNER_SUBSET
+    assert {("dyno", "Create"), ("dyno", "Info"), ("formation", "Update"), ("config-var", "Update")} <= refused
 
 
 def test_rate_limits_and_conflicts_are_retried_where_heroku_cannot_have_acted(heroku_app, heroku):
@@ -104,6 +125,24 @@ def test_an_expiring_token_is_refreshed_and_kept_encrypted(heroku_app, heroku, c
         row = conn.execute("select * from resources").fetchone()
     assert row["oauth_expires_at"] > datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
     assert used.encode() not in bytes(row["oauth_access_token"]) and heroku.problems == []
+
+
+def test_a_refresh_answered_without_a_refresh_token_keeps_the_old_one(heroku_app, heroku, control_db):
+    resource, _ = _authorized_resource(heroku_app, heroku)
+    heroku.refresh_keeps_refresh_token = True
+    with connect(control_db) as conn:
+        old = tokens.unseal(heroku_app.config, conn.execute("select oauth_refresh_token from resources").fetchone()[
+            "oauth_refresh_token"])
+    launcher = _launcher(heroku_app, heroku)
+    for _ in range(2):  # the second refresh uses the refresh token the first one kept
+        with connect(control_db) as conn:
+            conn.execute("update resources set oauth_expires_at = now() + interval '1 minute'")
+        launcher.launch(_spec(resource))
+    with connect(control_db) as conn:
+        row = conn.execute("select * from resources").fetchone()
+    assert tokens.unseal(heroku_app.config, row["oauth_refresh_token"]) == old
+    assert len([r for r in heroku.requests if "grant_type=refresh_token" in r["body"]]) == 2
+    assert len(heroku.dynos) == 2 and heroku.problems == []
 
 
 def test_the_app_is_found_from_the_addon_and_dynos_are_watched(heroku_app, heroku):

@@ -153,7 +153,7 @@ def test_unusable_schedules_are_refused_before_the_grant_is_spent_and_at_resourc
         asked = len(tenants.heroku.requests)
         answer = requests.post(f"{tenants.url}/heroku/resources", json=provision_body(tenants.heroku, schedule=schedule),
                                auth=(ADDON_ID, ADDON_PASSWORD), timeout=WAIT)
-        assert answer.status_code == 422 and why in answer.json()["error"], answer.text
+        assert answer.status_code == 422 and why in answer.json()["message"], answer.text
         assert len(tenants.heroku.requests) == asked, "the OAuth grant was exchanged"
         created = subprocess.run(control_argv("resource", "create", "--app", "shop", "--schedule", schedule),
                                  env=tenants.env, cwd=REPO, capture_output=True, text=True, timeout=WAIT)
@@ -257,6 +257,10 @@ def _routes(resource_id, api_token: str, run_id, run_token: str) -> list[tuple[s
         ("GET", backups, f"/api/v1/resources/{resource_id}/backups", api, False),
         ("GET", backups + "/<backup_id>", f"/api/v1/resources/{resource_id}/backups/20261127T214800Z-3f9a2c", api,
          False),
+        ("GET", "/api/v1/resources/<uuid:resource_id>", f"/api/v1/resources/{resource_id}", api, False),
+        ("PATCH", "/api/v1/resources/<uuid:resource_id>", f"/api/v1/resources/{resource_id}", api, True),
+        ("POST", "/api/v1/resources/<uuid:resource_id>/runs/claim", f"/api/v1/resources/{resource_id}/runs/claim",
+         api, False),
         ("GET", "/api/v1/runs/<uuid:run_id>", f"/api/v1/runs/{run_id}", api, False),
         ("POST", "/api/v1/runs/<uuid:run_id>/events", f"/api/v1/runs/{run_id}/events",
          {"Authorization": f"Bearer {run_token}"}, True),
@@ -278,6 +282,7 @@ def _routes(resource_id, api_token: str, run_id, run_token: str) -> list[tuple[s
         ("POST", "/heroku/sso", "/heroku/sso", {}, False),
         ("GET", "/dashboard", "/dashboard", {}, False),
         ("POST", "/dashboard/backups", "/dashboard/backups", {}, False),
+        ("POST", "/dashboard/settings", "/dashboard/settings", {}, False),
     ]
 
 

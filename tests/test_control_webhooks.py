@@ -70,7 +70,7 @@ def test_a_name_is_refused_if_any_of_its_addresses_is():
 def test_provisioning_refuses_a_loopback_webhook_before_the_grant_is_spent(heroku_app, heroku):
     answer = heroku_app.test_client().post(
         "/heroku/resources", json=provision_body(heroku, alert_webhook="https://localhost:8080/hook"), headers=BASIC)
-    assert answer.status_code == 422 and "a loopback address: not allowed" in answer.json["error"]
+    assert answer.status_code == 422 and "a loopback address: not allowed" in answer.json["message"]
     assert heroku.requests == []
 
 

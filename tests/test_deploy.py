@@ -227,7 +227,7 @@ def test_the_committed_manifest_holds_placeholders_not_secrets():
     assert manifest.placeholders(TEMPLATE) == set(MANIFEST_ENV)
     for text in strings(TEMPLATE):
         assert not re.search(r"[A-Za-z0-9]{16,}", manifest.PLACEHOLDER.sub("", text)), text
-    assert all(url.startswith("http://localhost:") for url in api["test"].values())
+    assert "test" not in api  # the retired kensa tool's block: Heroku's manifest has no such key now
     assert (TEMPLATE["id"], api["version"], api["config_vars_prefix"]) == ("remora", "3", "REMORA")
 
 
@@ -238,7 +238,6 @@ def test_the_manifest_renders_from_the_environment():
     assert rendered["api"]["password"] == ADDON_PASSWORD and rendered["api"]["sso_salt"] == SSO_SALT
     assert rendered["api"]["production"] == {"base_url": "https://control.test/heroku/resources",
                                              "sso_url": "https://control.test/heroku/sso"}
-    assert rendered["api"]["test"] == TEMPLATE["api"]["test"]
     assert "${" not in result.stdout
 
 
@@ -255,12 +254,20 @@ def test_a_missing_variable_renders_nothing(name):
     ({"REMORA_CONTROL_URL": "http://control.test"}, "REMORA_CONTROL_URL"),
     ({"REMORA_CONTROL_URL": "control.test"}, "https://"),
     ({"HEROKU_ADDON_ID": "remora-staging"}, "HEROKU_ADDON_ID"),
-], ids=["plain-http", "no-scheme", "other-id"])
+    ({"HEROKU_ADDON_PASSWORD": "p" * 7}, "has 7 characters: Heroku takes 8 to 72"),
+    ({"HEROKU_ADDON_PASSWORD": "p" * 73}, "has 73 characters: Heroku takes 8 to 72"),
+], ids=["plain-http", "no-scheme", "other-id", "short-password", "long-password"])
 def test_a_manifest_the_control_plane_could_not_serve_is_refused(env, words):
     result = render_cli({**MANIFEST_ENV, **env})
     assert (result.returncode, result.stdout) == (2, "")
     [line] = result.stderr.splitlines()
-    assert words in line and ADDON_PASSWORD not in line
+    assert words in line and ADDON_PASSWORD not in line and "ppppppp" not in line
+
+
+def test_passwords_of_8_and_72_characters_are_taken():
+    for password in ("p" * 8, "p" * 72):
+        assert manifest.render(TEMPLATE, {**MANIFEST_ENV, "HEROKU_ADDON_PASSWORD": password})["api"]["password"] \
+            == password
 
 
 def test_the_manifest_matches_what_the_control_plane_serves(heroku_app, heroku):

@@ -17,6 +17,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import threading
 from pathlib import Path
 
 import psycopg
@@ -26,8 +27,8 @@ from werkzeug.serving import make_server
 
 from control import create_app, settings
 from tests import guide
-from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SSO_SALT, control_argv, control_env,
-                               provision_body)
+from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SSO_SALT, connect, control_argv,
+                               control_env, provision_body)
 from tests.helpers import REPO
 from tests.procs import with_marker
 from tests.servers.gpg import stop_agent
@@ -73,7 +74,7 @@ def test_every_guide_block_is_taken():
         text, _ = each.text()
         found = each.steps()
         assert sum(s.kind == "run" or s.kind in ("expect", "until") for s in found) >= runnable, each
-        assert text.count("```sh") == sum(s.kind != "deploy button" for s in found), each
+        assert text.count("```sh") == sum(s.kind not in guide.TABLES for s in found), each
         assert text.count("<!-- guide:") == sum(s.kind != "run" for s in found), f"{each}: a marker is misplaced"
         for step in found:
             assert step.kind != "not run" or step.detail, f"{step.where()}: say why it is not run"
@@ -141,9 +142,14 @@ def control_plane(control_db, heroku, storage_config):
         app.extensions["remora.pool"].close()
 
 
-def test_on_heroku(workdir, sshd_server, heroku, control_plane, s3_server, storage_config):
+def test_on_heroku(workdir, sshd_server, heroku, control_plane, control_db, s3_server, storage_config):
     """The customer's path: the Heroku CLI's and Platform API's stand-ins, the add-on with its storage on SeaweedFS,
-    then a real sshd as their own SFTP server."""
+    then a real sshd as their own SFTP server.
+
+    Both ways a run starts: the add-on launches the first "Back up now"; from the guide's Heroku
+    Scheduler step on, the stand-in's tokens are what Heroku documents for an add-on (no dynos),
+    and the Scheduler's jobs run every few seconds, so the helper app's `run-due` takes the next.
+    """
     work, home, marker = workdir
     work.mkdir()
     (home / "offline").mkdir()
@@ -169,8 +175,18 @@ def test_on_heroku(workdir, sshd_server, heroku, control_plane, s3_server, stora
         def deploy(shell, form):
             deployed.append(_deploy_button(shell, state, helper, form, heroku=heroku, control_plane=control_plane))
 
-        for step in HEROKU.steps():
-            guide.take(step, shell, values=values, actions=actions, deploy=deploy)
+        def schedule(shell, jobs):
+            assert "scheduler:standard" in json.loads(state.read_text())["apps"][helper].get("addons", [])
+            heroku.partner_only = True
+            scheduler.append(_Scheduler(env, helper, jobs))
+
+        scheduler: list[_Scheduler] = []
+        try:
+            for step in HEROKU.steps():
+                guide.take(step, shell, values=values, actions=actions, deploy=deploy, schedule=schedule)
+        finally:
+            for each in scheduler:
+                each.stop()
         stop_agent(home / ".gnupg")
 
     assert deployed and "database    next" in deployed[0], "the postdeploy check said what comes next"
@@ -178,10 +194,38 @@ def test_on_heroku(workdir, sshd_server, heroku, control_plane, s3_server, stora
     assert [d["command"] for d in heroku.dynos.values()] == ["bin/remora-backup backup"], "the add-on launched one"
     bucket, prefix = storage_config["STORAGE_URL"].removeprefix("s3://").split("/", 1)
     stored = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
-    assert sorted(o["Key"].rsplit(".", 2)[1] for o in stored) == ["dump", "manifest"], "one backup in the add-on's"
+    assert sorted(o["Key"].rsplit(".", 2)[1] for o in stored) == ["dump", "dump", "manifest", "manifest"], \
+        "two backups in the add-on's storage: one a dyno made, one the helper app's `run-due`"
     assert len(list(sftp_dir.rglob("*.manifest.json"))) == 1, "and one on the customer's own server"
+    with connect(control_db) as conn:
+        started = conn.execute("select state, handle, error from runs order by created_at").fetchall()
+        mode = conn.execute("select run_mode from resources").fetchone()["run_mode"]
+    assert [(r["state"], r["handle"]) for r in started] == [("succeeded", next(iter(heroku.dynos))),
+                                                          ("succeeded", "run-due")], started
+    assert started[1]["error"].startswith("Heroku refused to start a dyno") and mode == "pulled"
     assert heroku.problems == []
     assert not any(work.rglob("*.dump")), "nothing decrypted was left on disk"
+
+
+class _Scheduler:
+    """Heroku Scheduler's stand-in: each job on the app, one after the other, every few seconds until stopped."""
+
+    EVERY = 3  # seconds, where Heroku's is 10 minutes at the shortest
+
+    def __init__(self, env: dict[str, str], app: str, jobs: list[str]):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(env, app, jobs), daemon=True)
+        self._thread.start()
+
+    def _run(self, env: dict[str, str], app: str, jobs: list[str]) -> None:
+        while not self._stop.wait(self.EVERY):
+            for job in jobs:
+                subprocess.run(["heroku", "run:detached", "-a", app, *shlex.split(job)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=300)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=300)
 
 
 def _heroku_postgres_app(cluster, state: Path, app: str) -> None:

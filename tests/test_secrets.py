@@ -128,6 +128,8 @@ def test_no_planted_secret_appears_anywhere(request, target, planted_env, pg_clu
                        env={**to, "REMORA_GPG_PASSPHRASE": wrong["REMORA_GPG_PASSPHRASE"]})),
             (3, remora("backup", env={**env, "REMORA_DATABASE_URL": wrong["REMORA_DATABASE_URL"]})),
             (6 if target == "s3" else 2, remora("backup", env={**planted_env.env, **env, **bad_target})),
+            (2, remora("run-due", env={**env, "REMORA_API_URL": f"http://127.0.0.1:{free_port()}/api/v1/resources/"
+                                                                 "6f1c1a4e-0b7c-4d2a-9a55-3c3d2b1e0f00"})),
         ]
     assert seen["leaks"] == [] and seen["pg_dump"] and seen["pg_restore"]  # it looked, in time, and saw none
     assert '"credential": "read-only"' in runs[2][1].stdout

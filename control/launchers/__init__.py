@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
-from control.launchers.base import GONE, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchSpec, LaunchUnconfirmed
+from control.launchers.base import (GONE, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchRefused, LaunchSpec,
+                                    LaunchUnconfirmed)
 
-__all__ = ["GONE", "RUNNING", "UNKNOWN", "Launcher", "LaunchError", "LaunchSpec", "LaunchUnconfirmed", "from_config"]
+__all__ = ["GONE", "RUNNING", "UNKNOWN", "Launcher", "LaunchError", "LaunchRefused", "LaunchSpec", "LaunchUnconfirmed",
+           "from_config"]
 
 
 def from_config(config, pool) -> Launcher:

@@ -2,8 +2,10 @@
 
 A launcher never touches the control plane's database: the caller records what it returns.
 ``launch`` raises LaunchError for every failure it understands (the run is then marked failed
-with its message), and LaunchUnconfirmed when the process may have started although no answer
-said so (the run then waits for its process to report); anything else is a bug.
+with its message), LaunchUnconfirmed when the process may have started although no answer said
+so (the run then waits for its process to report), and LaunchRefused when the platform will not
+start processes for the resource at all (the run then waits for its helper app to ask for it);
+anything else is a bug.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ class LaunchError(Exception):
 
 class LaunchUnconfirmed(LaunchError):
     """The request to start the process may have been acted on, but its answer was lost or unreadable."""
+
+
+class LaunchRefused(LaunchError):
+    """The platform will not start processes for this resource (Heroku's 401 or 403): its runs must be pulled."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,10 @@ A thin client over ``requests`` rather than heroku3: heroku3 (last released 2023
 import on a fresh install without ``six``, cannot send ``time_to_live`` or ``type``, prints to
 stdout and never retries.
 
+Heroku gives an add-on's token only a subset of the Platform API (the Platform API for Partners),
+which may not include dynos: a 401 or 403 is LaunchRefused, and the resource's runs are then
+pulled by its helper app instead (control/pulling.py).
+
 Reads are retried on 429, 409, 5xx and network errors. Creating a dyno is retried only where
 Heroku cannot have acted (the connection was never made, 409, 429): after a timeout or a 5xx the
 dyno may exist, so the launch is unconfirmed rather than tried again (the run's process, if it
@@ -18,8 +22,8 @@ import requests
 import tenacity
 from urllib3.exceptions import NewConnectionError
 
-from control.launchers.base import (GONE, RUN_COMMAND, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchSpec,
-                                    LaunchUnconfirmed)
+from control.launchers.base import (GONE, RUN_COMMAND, RUNNING, UNKNOWN, Launcher, LaunchError, LaunchRefused,
+                                    LaunchSpec, LaunchUnconfirmed)
 
 ACCEPT = "application/vnd.heroku+json; version=3"
 TIMEOUT = 15  # seconds per request
@@ -102,6 +106,8 @@ class HerokuLauncher(Launcher):
             spent = answer.headers.get("RateLimit-Remaining") == "0"
             raise _Retry(f"the Platform API answered {method} {path} with {_describe(answer)}",
                          rate_limited=answer.status_code == 429 or spent, acted=answer.status_code >= 500)
+        if answer.status_code in (401, 403):  # the add-on's token may not do this (Platform API for Partners)
+            raise LaunchRefused(f"the Platform API refused {method} {path}: {_describe(answer)}")
         if answer.status_code >= 300:
             raise LaunchError(f"the Platform API refused {method} {path}: {_describe(answer)}")
         try:

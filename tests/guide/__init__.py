@@ -12,6 +12,8 @@ or not), functions and folder. An HTML comment on the line before a block says h
     <!-- guide: server: ACTION -->   commands for the reader's own server: the test does ACTION instead
     <!-- guide: not run: REASON -->  not run here, and REASON says why
     <!-- guide: deploy button -->    (before a table of form fields) the test deploys from app.json
+    <!-- guide: scheduler -->        (before a table of Heroku Scheduler jobs) the test runs each job as the
+                                     Scheduler would, from then on
 
 A block the test cannot take fails the test: nothing in a guide goes unexercised by accident.
 """
@@ -28,16 +30,18 @@ from pathlib import Path
 
 from tests.helpers import REPO
 
-_MARKER = re.compile(r"<!-- guide: (?P<kind>yours|expect|until|server|not run|deploy button)(?::? (?P<detail>.*?))? -->")
+_MARKER = re.compile(
+    r"<!-- guide: (?P<kind>yours|expect|until|server|not run|deploy button|scheduler)(?::? (?P<detail>.*?))? -->")
+TABLES = ("deploy button", "scheduler")  # the markers that stand before a table rather than a block
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _ASSIGNMENT = re.compile(r"^(?P<export>export )?(?P<name>[A-Z_][A-Z0-9_]*)=\S*(?:\s+#.*)?$")
 
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    kind: str  # "run", "yours", "expect", "until", "server", "not run", "deploy button"
-    detail: str  # the TEXT, ACTION or REASON; for "deploy button", the form's table
-    code: str  # the block's text ("" for the deploy button)
+    kind: str  # "run", "yours", "expect", "until", "server", "not run", "deploy button", "scheduler"
+    detail: str  # the TEXT, ACTION or REASON; for a table's marker, the table
+    code: str  # the block's text ("" for a table)
     line: int  # where it starts in its document, for messages
     document: str = ""  # the document's path in the repository
 
@@ -75,12 +79,12 @@ def _steps(text: str, first_line: int, *, document: str) -> list[Step]:
         line = lines[i]
         if m := _MARKER.fullmatch(line.strip()):
             marker = (m["kind"], (m["detail"] or "").strip().strip('"'), first_line + i)
-            if m["kind"] == "deploy button":
+            if m["kind"] in TABLES:
                 table = []
                 while i + 1 < len(lines) and (lines[i + 1].startswith("|") or not lines[i + 1].strip()):
                     i += 1
                     table.append(lines[i])
-                found.append(Step("deploy button", "\n".join(table), "", first_line + i, document))
+                found.append(Step(m["kind"], "\n".join(table), "", first_line + i, document))
                 marker = None
         elif m := _FENCE.match(line):
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
@@ -119,6 +123,13 @@ def form(step: Step) -> dict[str, str]:
             fields[name[1]] = source[1]
     assert fields, f"{step.where()}: the deploy button's table has no rows"
     return fields
+
+
+def jobs(step: Step) -> list[str]:
+    """The Scheduler's jobs: the backticked command that starts each row of the table."""
+    found = [m[1] for row in step.detail.splitlines() if (m := re.match(r"\|\s*`([^`]+)`", row.strip()))]
+    assert found, f"{step.where()}: the Scheduler's table has no jobs"
+    return found
 
 
 # Variables bash makes itself, or that change on their own: never carried from block to block.
@@ -166,7 +177,8 @@ class Shell:
 
 
 def take(step: Step, shell: Shell, *, values: Mapping[str, str],
-         actions: Mapping[str, Callable[[Shell], None]], deploy: Callable[[Shell, dict], None]) -> str:
+         actions: Mapping[str, Callable[[Shell], None]], deploy: Callable[[Shell, dict], None],
+         schedule: Callable[[Shell, list[str]], None] | None = None) -> str:
     """Do one step; return what it printed. Fails with the step's place and output when it goes wrong."""
     if step.kind == "not run":
         assert step.detail, f"{step.where()}: a block that is not run must say why"
@@ -177,6 +189,10 @@ def take(step: Step, shell: Shell, *, values: Mapping[str, str],
         return ""
     if step.kind == "deploy button":
         deploy(shell, form(step))
+        return ""
+    if step.kind == "scheduler":
+        assert schedule is not None, f"{step.where()}: this guide's test runs no Scheduler jobs"
+        schedule(shell, jobs(step))
         return ""
     code = yours(step, values) if step.kind == "yours" else step.code
     deadline = time.monotonic() + 60

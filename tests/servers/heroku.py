@@ -6,10 +6,15 @@ field fails). Answers are built from the schema's own examples and validated aga
 target schema before they are sent. Validation failures are answered with 422 and kept in
 ``problems``, which tests assert to be empty.
 
+With ``partner_only`` set, its tokens are what an add-on's are: good for the subset of the
+Platform API that Dev Center's "Platform API for Partners" documents for add-ons (the add-on's own
+info, actions, attachments, config and webhooks, its app's info and collaborators, its log
+drains), and answered 403 everywhere else, dynos among them.
+
 Fixture: ``heroku`` (function) a running stand-in: ``api_url``, ``id_url``, ``grant(...)``,
-``add_addon(...)``, ``answer_first(...)``, ``requests``, ``problems``, ``dynos``, and two ways to
-misbehave on a dyno create: ``held`` (answer only once it is set) and ``lose_answers`` (create
-the dyno, then close the connection without answering).
+``add_addon(...)``, ``answer_first(...)``, ``partner_only``, ``requests``, ``problems``, ``dynos``,
+and two ways to misbehave on a dyno create: ``held`` (answer only once it is set) and
+``lose_answers`` (create the dyno, then close the connection without answering).
 """
 
 from __future__ import annotations
@@ -70,6 +75,18 @@ def _links() -> list[tuple[str, re.Pattern, str]]:
 
 
 LINKS = _links()
+# (definition, link title) of the Platform API for Partners: what an add-on's token may call
+PARTNER_SUBSET = {
+    ("add-on", "Info"), ("add-on-action", "Provision"), ("add-on-action", "Deprovision"),
+    ("add-on-attachment", "List by Add-on"), ("add-on-attachment", "Info"),
+    ("add-on-config", "List"), ("add-on-config", "Update"),
+    *(("add-on-webhook", title) for title in ("Create", "Delete", "Info", "List", "Update")),
+    ("add-on-webhook-delivery", "Info"), ("add-on-webhook-delivery", "List"),
+    ("add-on-webhook-event", "Info"), ("add-on-webhook-event", "List"),
+    ("app", "Info"), ("collaborator", "List"), ("log-drain", "List By Add-on"), ("log-drain", "Update"),
+}
+PARTNER_LINKS = {f"#/definitions/{name}/links/{index}" for name, definition in SCHEMA["definitions"].items()
+                 for index, link in enumerate(definition.get("links", [])) if (name, link["title"]) in PARTNER_SUBSET}
 
 
 def _resolve(node: dict) -> dict:
@@ -115,11 +132,13 @@ class HerokuStandIn:
         self.access_tokens: set[str] = set()
         self.refresh_tokens: dict[str, str] = {}  # refresh token → client secret it needs
         self.expires_in = 28800
+        self.refresh_keeps_refresh_token = False  # answer a refresh without a refresh_token, as RFC 6749 allows
         self.on_dyno: Callable[[dict, dict], None] | None = None  # starts a created dyno, given it and the request
         self.held = threading.Event()  # dyno creates wait until it is set
         self.held.set()
         self.holding = threading.Event()  # set while a dyno create waits
         self.lose_answers = 0  # dyno creates whose answer is lost (the dyno is created all the same)
+        self.partner_only = False  # tokens good only for the Platform API for Partners, as an add-on's are
         self._scripted: list[tuple[int, dict]] = []
         self.lock = threading.Lock()
 
@@ -185,8 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._serve()
 
-    def do_POST(self):
-        self._serve()
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
 
     def _serve(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -218,7 +236,10 @@ def _id_service(standin: HerokuStandIn, form: dict) -> tuple[int, dict]:
         del standin.grants[field["code"]]  # a grant is good once
         return 200, standin.issue_tokens(secret)
     if kind == "refresh_token" and standin.refresh_tokens.get(field.get("refresh_token")) == secret:
-        return 200, standin.issue_tokens(secret) | {"refresh_token": field["refresh_token"]}
+        answer = standin.issue_tokens(secret) | {"refresh_token": field["refresh_token"]}
+        if standin.refresh_keeps_refresh_token:
+            del answer["refresh_token"]
+        return 200, answer
     return 401, {"id": "unauthorized", "message": "Invalid OAuth grant."}
 
 
@@ -228,15 +249,18 @@ def _platform(standin: HerokuStandIn, method: str, path: str, headers, raw: byte
     problems = [] if link else [f"{method} {path} is no Platform API link"]
     if headers.get("Accept") != ACCEPT:
         problems.append(f"Accept is {headers.get('Accept')!r}, not {ACCEPT!r}")
-    body = json.loads(raw) if raw else None
-    if link and method == "POST":
-        problems += validate(body, link + "/schema")
     if problems:
         standin.problems += problems
         return 422, {"id": "invalid_params", "message": "; ".join(problems)}, {}
     scheme, _, token = headers.get("Authorization", "").partition(" ")
     if scheme != "Bearer" or token not in standin.access_tokens:
         return 401, {"id": "unauthorized", "message": "Invalid credentials provided."}, {}
+    if standin.partner_only and link not in PARTNER_LINKS:
+        return 403, {"id": "forbidden", "message": "You do not have access to this resource."}, {}
+    body = json.loads(raw) if raw else None
+    if method != "GET" and _has_schema(link) and (problems := validate(body, link + "/schema")):
+        standin.problems += problems
+        return 422, {"id": "invalid_params", "message": "; ".join(problems)}, {}
     if (scripted := standin.scripted()) is not None:
         status, extra = scripted
         return status, {"id": "scripted", "message": f"scripted {status}"}, extra
@@ -248,6 +272,12 @@ def _platform(standin: HerokuStandIn, method: str, path: str, headers, raw: byte
 
 class _AnswerLost(Exception):
     """The dyno was created; its answer is to be lost."""
+
+
+def _has_schema(pointer: str) -> bool:
+    """Whether the link takes a body (a schema of its own)."""
+    _, _, name, _, index = pointer.split("/")
+    return "schema" in SCHEMA["definitions"][name]["links"][int(index)]
 
 
 def _serve_link(standin: HerokuStandIn, method: str, path: str, body) -> tuple[int, dict]:
@@ -262,12 +292,12 @@ def _serve_link(standin: HerokuStandIn, method: str, path: str, body) -> tuple[i
         if lose:
             raise _AnswerLost
         return 201, dyno
-    if method == "GET" and parts[0] == "apps" and parts[2] == "dynos" and len(parts) == 4:
+    if method == "GET" and parts[0] == "apps" and len(parts) == 4 and parts[2] == "dynos":
         dyno = standin.dynos.get(parts[3])
         if dyno is None or parts[1] not in dyno["app"].values():
             return 404, {"id": "not_found", "message": "Couldn't find that process."}
         return 200, dyno
-    if method == "GET" and parts[0] == "addons" and parts[1] in standin.addons:
+    if method == "GET" and parts[0] == "addons" and len(parts) == 2 and parts[1] in standin.addons:
         return 200, standin.addon_info(parts[1])
     return 404, {"id": "not_found", "message": "Couldn't find that resource."}
 
