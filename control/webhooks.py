@@ -121,7 +121,7 @@ def post(url: str, body: dict, *, policy: Policy, deadline: float) -> int:
         status = _exchange(address, port, request.encode() + data, tls_host=parts.hostname
                            if parts.scheme == "https" else None, end=end)
     except TimeoutError as e:
-        raise WebhookError(f"no answer within {deadline:g} s") from e
+        raise WebhookError(f"no answer within {round(deadline, 1):g} s") from e
     except (OSError, ssl.SSLError) as e:
         raise WebhookError(f"could not be reached ({type(e).__name__}: {e.strerror or e})") from e
     if 300 <= status < 400:
