@@ -32,9 +32,10 @@ from runner.transfer import upload_stream
 log = structlog.get_logger()
 
 
-def run(config: Config, env: Mapping[str, str], *, allow_write_credential: bool = False) -> Manifest:
-    """Back the database up and return the manifest written for it."""
-    plan = _preflight(config, env, allow_write_credential=allow_write_credential)
+def run(config: Config, env: Mapping[str, str], *, allow_write_credential: bool = False,
+        on_dyno: bool = False) -> Manifest:
+    """Back the database up and return the manifest written for it (``on_dyno``: hints give Heroku's commands)."""
+    plan = _preflight(config, env, allow_write_credential=allow_write_credential, on_dyno=on_dyno)
     label = config.storage_label
     passphrase = config.gpg_signing_passphrase.reveal() if config.gpg_signing_passphrase else None
     with crypto.Keyring(env) as keyring:
@@ -98,14 +99,14 @@ class _Plan:
     compression: str
 
 
-def _preflight(config: Config, env: Mapping[str, str], *, allow_write_credential: bool) -> _Plan:
+def _preflight(config: Config, env: Mapping[str, str], *, allow_write_credential: bool, on_dyno: bool) -> _Plan:
     """The checks that can refuse a backup, made before the target is even opened."""
     config.require("database_url", "target_url", "gpg_public_keys")
     variable = config.database_url_env
     params = postgres.connection_params(config.database_url, variable=variable)
     with postgres.connect(params, variable=variable) as conn:
         server = postgres.server_facts(conn)
-        credential = privileges.check(conn, variable=variable, allow_write=allow_write_credential)
+        credential = privileges.check(conn, variable=variable, allow_write=allow_write_credential, on_dyno=on_dyno)
     pg_dump, dump_major = postgres.find_tool("pg_dump", server.major, path=env.get("PATH", ""))
     compression = postgres.dump_compression(pg_dump, dump_major, gzip_level=config.gzip_level)
     return _Plan(params, server, credential, pg_dump, dump_major, compression)

@@ -156,7 +156,8 @@ def _backup(args, config: Config, env) -> int:
     with report.reporting(config) as reporter:
         if reporter is not None and reporter.another_process_started:
             return 0  # a second process of the same run (a dyno launched twice): the first one backs up
-        manifest = backup.run(config, child_env(env), allow_write_credential=args.allow_write_credential)
+        manifest = backup.run(config, child_env(env), allow_write_credential=args.allow_write_credential,
+                              on_dyno=bool(env.get("DYNO")))
         if reporter is not None:
             reporter.succeeded(manifest)
     print(manifest.id, flush=True)

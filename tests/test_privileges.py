@@ -445,13 +445,15 @@ def test_a_credential_that_can_write_is_refused_before_anything_is_stored(pg_clu
 
 def test_on_a_dyno_the_hint_gives_the_heroku_commands(pg_cluster, database, gpg_env, file_target_env):
     env = {"REMORA_DATABASE_URL": pg_cluster.url(database), "DYNO": "run.1", **gpg_env, **file_target_env}
-    result = remora("check", env=env)
-    assert result.returncode == 3
-    [line] = [line for line in result.stdout.splitlines() if line.startswith("credential")]
-    assert ("use a read-only credential: `heroku pg:credentials:create --name backup_reader -a APP`, attach it with"
+    hint = ("use a read-only credential: `heroku pg:credentials:create --name backup_reader -a APP`, attach it with"
             " `heroku addons:attach APP::DATABASE --credential backup_reader --as REMORA_DATABASE -a HELPER_APP`;"
-            " then run what `heroku run bin/remora-backup grants -a HELPER_APP` prints with `heroku pg:psql -a APP`"
-            ) in line
+            " then run what `heroku run bin/remora-backup grants -a HELPER_APP` prints with `heroku pg:psql -a APP`")
+    checked = remora("check", env=env)
+    assert checked.returncode == 3
+    [line] = [line for line in checked.stdout.splitlines() if line.startswith("credential")]
+    assert hint in line
+    refused = remora("backup", env=env)  # a scheduled backup on the dyno says the same
+    assert refused.returncode == 3 and hint in error_line(refused.stderr)
 
 
 def test_a_role_missing_select_on_one_table_is_refused_naming_it(pg_cluster, database, gpg_env, file_target_env):
