@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from runner import report, transfer
+from runner import bearer, report, transfer
+from runner.config import Config, Secret
+from runner.errors import UsageError
+from runner.targets import managed
 from tests.helpers import ok, remora, target_folder
 from tests.receiver import receiver
 from tests.servers.util import free_port
@@ -90,3 +93,27 @@ def test_the_run_token_goes_only_over_https_or_to_this_machine():
     assert report._reporter("http://10.0.0.1:5000", RUN_ID, RUN_TOKEN) is None
     for url in ("https://control.example", "http://127.0.0.1:5000", "http://localhost:5000", "http://[::1]:5000"):
         assert report._reporter(url, RUN_ID, RUN_TOKEN) is not None, url
+
+
+@pytest.mark.parametrize("url, carries", [
+    ("https://control.example", True), ("http://127.0.0.1:5000", True), ("http://localhost:5000", True),
+    ("http://[::1]:5000", True), ("http://control.example", False), ("http://10.0.0.1:5000", False),
+    ("http://127.0.0.2:5000", False), ("ftp://control.example", False), ("https:///no-host", False),
+    ("http://[::1:5000", False),
+])
+def test_every_place_a_token_goes_keeps_one_rule(url, carries):
+    """The run's reports, `run-due`'s claim, REMORA_API_URL and the add-on's storage: one verdict on each URL."""
+    assert (report._reporter(url, RUN_ID, RUN_TOKEN) is not None) == carries
+    run = Config(control_url=url, run_id=RUN_ID, run_token=Secret(RUN_TOKEN))
+    if carries:
+        Config.from_env({"REMORA_API_URL": url})
+        managed.from_config(run).close()
+        return
+    with pytest.raises(UsageError, match="REMORA_API_URL"):
+        Config.from_env({"REMORA_API_URL": url})
+    with pytest.raises(UsageError, match="REMORA_API_URL must be https"):
+        report.claim(url, RUN_TOKEN)
+    with pytest.raises(UsageError, match="REMORA_CONTROL_URL must be an https URL"):
+        managed.from_config(run)
+    with pytest.raises(ValueError, match="a bearer token goes only to"):
+        bearer.request(url, RUN_TOKEN, timeout=1)  # the witness's request, and any other

@@ -29,7 +29,8 @@ from urllib.parse import quote, urlsplit
 import structlog
 import urllib3
 
-from runner.config import ADD_ON_STORAGE, LOOPBACK, Config
+from runner import bearer
+from runner.config import ADD_ON_STORAGE, Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
 from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
 from runner.targets.parts import check_number, check_whole, part_size
@@ -45,7 +46,8 @@ def from_config(config: Config) -> ManagedTarget:
     """The add-on's storage, with whichever of the run's and the customer's credentials are set."""
     run = api = None
     if config.control_url and config.run_id and config.run_token:
-        _check_url("REMORA_CONTROL_URL", config.control_url)
+        if not bearer.may_carry(config.control_url):
+            raise UsageError("REMORA_CONTROL_URL must be an https URL (plain http only to this machine)")
         base = f"{config.control_url.rstrip('/')}/api/v1/runs/{quote(config.run_id, safe='')}/storage"
         run = (base, config.run_token.reveal())
     if config.api_url and config.api_token:
@@ -269,13 +271,6 @@ def _said(body: bytes, *, control_plane: bool) -> str:
         message = re.search(r"<Message>([^<]*)</Message>", text)
         text = f"{code[1]}: {message[1] if message else ''}" if code else text
     return re.sub(r"[^\x20-\x7e]+", " ", text).strip()[:300] or "no message"
-
-
-def _check_url(name: str, value: str) -> None:
-    """The run's token goes to this URL: https, or plain http to this machine only."""
-    parts = urlsplit(value)
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK):
-        raise UsageError(f"{name} must be an https URL (plain http only to this machine)")
 
 
 def _info(item: dict) -> ObjectInfo:
