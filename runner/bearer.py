@@ -1,4 +1,4 @@
-"""Where a bearer token may go, and how it is sent there (standard library only).
+"""Where a bearer token may go, how it is sent there, and how the answer is read (standard library only).
 
 A token (a run's, or the add-on's API token) travels only to an https:// URL, or over plain
 http:// to this machine, and never along a redirect: a redirect is an answer, not an address to
@@ -57,3 +57,13 @@ def request(url: str, token: str, *, document: dict | None = None, timeout: floa
 def problem(error: BaseException) -> str:
     """A request that got no answer, in a few words: the exception's type, and urllib's reason."""
     return type(error).__name__ + (f": {error.reason}" if isinstance(error, urllib.error.URLError) else "")
+
+
+def json_answer(data: bytes | str, *, most: int) -> object | None:
+    """An answer's body as JSON; None if it is longer than ``most``, not JSON, or nested deeper than json parses."""
+    if len(data) > most:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None

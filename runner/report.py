@@ -15,7 +15,6 @@ the same rules.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
 import urllib.error
@@ -168,10 +167,7 @@ def claim(url: str, token: str) -> dict | None:
                          hint=hint) from e
     except bearer.NO_ANSWER as e:
         raise UsageError(f"could not ask the control plane for a run ({bearer.problem(e)})", hint=hint) from e
-    try:
-        body = json.loads(data) if len(data) <= MAX_ANSWER else None
-    except ValueError:
-        body = None
+    body = bearer.json_answer(data, most=MAX_ANSWER)
     if not isinstance(body, dict):
         raise UsageError("the control plane's answer to the request for a run is not a JSON object", hint=hint)
     return body

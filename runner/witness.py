@@ -11,7 +11,6 @@ record (a backup made by hand is not recorded), or no answer, is said, and does 
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import urllib.error
 import urllib.parse
@@ -49,15 +48,15 @@ def testify(config: Config, manifest: Manifest) -> None:
     except bearer.NO_ANSWER as e:
         log.warning("could not ask the control plane about this backup", problem=bearer.problem(e))
         return
-    _judge(manifest, _recorded(body))
+    _judge(manifest, _recorded(bearer.json_answer(body, most=MAX_ANSWER)))
 
 
-def _recorded(body: bytes) -> dict | None:
+def _recorded(answer: object) -> dict | None:
     """The backup the answer records, if it is a run that recorded one, well formed; None otherwise."""
     try:
-        run = json.loads(body)["run"] if len(body) <= MAX_ANSWER else None
+        run = answer["run"]
         backup = run["backup"]
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
     forms = {"id": r"[0-9A-Za-z-]{1,64}", "sha256": r"[0-9a-f]{64}"}
     if not isinstance(backup, dict) or not all(

@@ -90,10 +90,7 @@ class ManagedTarget(Target):
             raise ObjectNotFound(f"no object {path.removeprefix('/objects/')} in {ADD_ON_STORAGE}")
         if status >= 300:
             raise _refusal(status, answer, f"the add-on could not {action}", control_plane=True)
-        try:
-            found = json.loads(answer) if answer else {}
-        except ValueError:
-            found = None
+        found = bearer.json_answer(answer, most=MAX_ANSWER) if answer else {}
         if not isinstance(found, dict):
             raise StorageError(f"the add-on answered {action} with something that is not a JSON object")
         return found
@@ -262,10 +259,8 @@ def _said(body: bytes, *, control_plane: bool) -> str:
     """The error a server gave, as one printable line: the control plane's JSON, or S3's Code and Message."""
     text = body[:4096].decode("utf-8", "replace")
     if control_plane:
-        try:
-            text = str(json.loads(text).get("error", text))
-        except (ValueError, AttributeError):
-            pass
+        found = bearer.json_answer(text, most=len(text))
+        text = str(found.get("error", text)) if isinstance(found, dict) else text
     else:
         code = re.search(r"<Code>([^<]*)</Code>", text)
         message = re.search(r"<Message>([^<]*)</Message>", text)
