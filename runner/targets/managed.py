@@ -16,9 +16,7 @@ token that expired, a key the run may not write) is permanent.
 
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
 import io
 import json
 import re
@@ -33,7 +31,7 @@ from runner import bearer
 from runner.config import ADD_ON_STORAGE, Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
 from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
-from runner.targets.parts import check_number, check_whole, part_size
+from runner.targets.parts import check_number, check_whole, checksum, part_size
 
 log = structlog.get_logger()
 
@@ -189,10 +187,9 @@ class _ManagedUpload(Upload):
 
     def send(self, number: int, data: bytes) -> None:
         check_number(number, self._key)
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
         what = f"part {number} of {self._key}"
         grant = self._target.call("run", "POST", f"/uploads/{self._handle}/parts/{number}", action=f"grant {what}",
-                                  document={"sha256": checksum, "size": len(data)})
+                                  document={"sha256": checksum(data), "size": len(data)})
         url, headers = grant.get("url"), grant.get("headers")
         if not (isinstance(url, str) and isinstance(headers, dict)
                 and all(isinstance(v, str) for v in headers.values())):
