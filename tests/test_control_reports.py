@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import structlog
 
+from control import settings
 from runner import bearer, report, transfer, witness
 from runner.config import Config, Secret
 from runner.errors import UsageError
@@ -104,13 +105,17 @@ def test_the_run_token_goes_only_over_https_or_to_this_machine():
     ("http://[::1:5000", False),
 ])
 def test_every_place_a_token_goes_keeps_one_rule(url, carries):
-    """The run's reports, `run-due`'s claim, REMORA_API_URL and the add-on's storage: one verdict on each URL."""
+    """The run's reports, `run-due`'s claim, REMORA_API_URL, the add-on's storage, and the control plane that
+    launches runs to report to REMORA_CONTROL_URL: one verdict on each URL."""
     assert (report._reporter(url, RUN_ID, RUN_TOKEN) is not None) == carries
     run = Config(control_url=url, run_id=RUN_ID, run_token=Secret(RUN_TOKEN))
     if carries:
         Config.from_env({"REMORA_API_URL": url})
         managed.from_config(run).close()
+        settings.launching({"CONTROL_URL": url})
         return
+    with pytest.raises(settings.ConfigError, match="REMORA_CONTROL_URL"):
+        settings.launching({"CONTROL_URL": url})
     with pytest.raises(UsageError, match="REMORA_API_URL"):
         Config.from_env({"REMORA_API_URL": url})
     with pytest.raises(UsageError, match="REMORA_API_URL must be https"):
