@@ -175,7 +175,6 @@ class _ManagedUpload(Upload):
         self._key = key
         self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._finished = False
         started = target.call("run", "POST", "/uploads", document={"key": key}, action=f"start the upload of {key}")
         self._handle = started.get("upload")
         if not isinstance(self._handle, str) or not re.fullmatch(r"[0-9a-f-]{36}", self._handle):
@@ -204,14 +203,11 @@ class _ManagedUpload(Upload):
         check_whole(numbers, self._key)
         self._target.call("run", "POST", f"/uploads/{self._handle}/complete", action=f"complete {self._key}",
                           document={"parts": len(numbers), "bytes": total})
-        self._finished = True
-        self._target.open_uploads.discard(self)
+        self._target.open_uploads.end(self)
 
     def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._target.open_uploads.discard(self)
+        if not self._target.open_uploads.end(self):
+            return  # completed or aborted already
         try:
             self._target.call("run", "DELETE", f"/uploads/{self._handle}", action=f"abort the upload of {self._key}")
         except Exception as e:  # noqa: BLE001 - abort runs while another error is on its way out; the add-on clears it later

@@ -220,7 +220,6 @@ class _S3Upload(Upload):
         self._key = key
         self._parts: dict[int, dict] = {}
         self._lock = threading.Lock()
-        self._finished = False
         try:
             with target.errors("start an upload to", key):
                 created = target.client.create_multipart_upload(
@@ -264,16 +263,13 @@ class _S3Upload(Upload):
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": parts},
             )
-        self._finished = True
-        self._target.open_uploads.discard(self)
+        self._target.open_uploads.end(self)
         if self._key in self._target.unsure_starts:
             self._abort_strays()
 
     def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._target.open_uploads.discard(self)
+        if not self._target.open_uploads.end(self):
+            return  # completed or aborted already
         try:
             with self._target.errors("abort the upload of", self._key):
                 self._target.client.abort_multipart_upload(
