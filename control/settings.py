@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-import ipaddress
 import re
-import urllib.parse
 from collections.abc import Mapping
+
+from runner import bearer
 
 DEFAULT_HEROKU_API_URL = "https://api.heroku.com"
 DEFAULT_HEROKU_ID_URL = "https://id.heroku.com"
@@ -155,29 +155,9 @@ def launching(config: Mapping) -> None:
     url = config.get("CONTROL_URL")
     if not url:
         raise ConfigError("REMORA_CONTROL_URL is not set (the runs report to it)")
-    if not reportable(url):
+    if not bearer.may_carry(url):
         raise ConfigError(f"REMORA_CONTROL_URL {url!r} is not an https:// URL (http:// only to localhost): "
                           "the runs send their token there")
-
-
-def reportable(url: str) -> bool:
-    """Whether a run may send its token to ``url``: https, or plain http to a loopback address."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return False
-    if not parts.hostname:
-        return False
-    return parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname))
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def development(config: Mapping) -> bool:

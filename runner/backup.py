@@ -57,24 +57,8 @@ def run(config: Config, env: Mapping[str, str], *, allow_write_credential: bool 
                 encrypt_env=env,
                 encrypt_fds=() if fd is None else (fd,),
             )
-            manifest = Manifest(
-                id=backup_id,
-                label=label,
-                database=plan.server.dbname,
-                server_version=plan.server.version,
-                pg_dump_version=plan.dump_major,
-                archive_format="custom",
-                compression=plan.compression,
-                recipients=recipients,
-                dump_bytes=stored.dump_bytes,
-                encrypted_bytes=stored.encrypted_bytes,
-                sha256=stored.sha256,
-                started_at=_iso(started),
-                finished_at=_iso(datetime.datetime.now(datetime.timezone.utc)),
-                runner_version=__version__,
-                credential=plan.credential,
-                signer=signer,
-            )
+            manifest = _manifest(plan, stored, backup_id=backup_id, label=label, recipients=recipients,
+                                 started=started, signer=signer)
             if signer is not None:
                 signature = signing.sign(keyring, signer, manifest.signed_bytes(), passphrase=passphrase)
                 manifest = dataclasses.replace(manifest, signature=signature)
@@ -97,6 +81,29 @@ class _Plan:
     pg_dump: Path
     dump_major: int
     compression: str
+
+
+def _manifest(plan: _Plan, stored: _Stored, *, backup_id: str, label: str, recipients: list[str],
+              started: datetime.datetime, signer: str | None) -> Manifest:
+    """The manifest of a stored archive, finished now; signed afterwards if there is a ``signer``."""
+    return Manifest(
+        id=backup_id,
+        label=label,
+        database=plan.server.dbname,
+        server_version=plan.server.version,
+        pg_dump_version=plan.dump_major,
+        archive_format="custom",
+        compression=plan.compression,
+        recipients=recipients,
+        dump_bytes=stored.dump_bytes,
+        encrypted_bytes=stored.encrypted_bytes,
+        sha256=stored.sha256,
+        started_at=_iso(started),
+        finished_at=_iso(datetime.datetime.now(datetime.timezone.utc)),
+        runner_version=__version__,
+        credential=plan.credential,
+        signer=signer,
+    )
 
 
 def _preflight(config: Config, env: Mapping[str, str], *, allow_write_credential: bool, on_dyno: bool) -> _Plan:

@@ -13,14 +13,13 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
-from runner import manifest
+from runner import bearer, manifest
 from runner.errors import UsageError
 from runner.retention import Policy, parse as parse_policy
 
 TARGET_SCHEMES = ("file", "s3", "sftp")
 MIB = 1024 * 1024
 ADD_ON_STORAGE = "the add-on's storage"
-LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 class Secret:
@@ -284,7 +283,7 @@ def _check_api_url(value: str, problems: list[str]) -> None:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         problems.append(f"REMORA_API_URL {value!r} is not an http(s) URL")
-    elif parts.scheme == "http" and parts.hostname not in LOOPBACK:
+    elif not bearer.may_carry(value):
         problems.append("REMORA_API_URL must be https (plain http only to this machine): the API token goes there")
 
 

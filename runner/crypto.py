@@ -3,7 +3,8 @@
 Keys live in a keyring made for one run and removed after it, in RAM (/dev/shm) where the
 machine has it, so not even a private key touches the dyno's disk. python-gnupg handles keys;
 the data stream goes through the ``gpg`` binary directly, because python-gnupg buffers it.
-Passphrases reach gpg on a file descriptor, never in its argv.
+Passphrases reach gpg on a file descriptor, never in its argv. What gpg reads from or writes to
+a file (a spool, a signature, a decrypted archive) is in a new file only this user can read.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import gnupg
 
@@ -101,6 +103,11 @@ def passphrase_pipe(passphrase: str | None) -> Iterator[int | None]:
         yield read_fd
     finally:
         os.close(read_fd)
+
+
+def create_private(path: Path) -> BinaryIO:
+    """A new file at ``path`` that only this user can read; FileExistsError if there is one already."""
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
 class Keyring:

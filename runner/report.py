@@ -6,28 +6,25 @@ When REMORA_CONTROL_URL, REMORA_RUN_ID and REMORA_RUN_TOKEN are all set, ``backu
 delivered is a warning: it never fails the backup itself.
 
 The run token goes only to an https:// URL (http:// only to this machine), and never along a
-redirect. ``started`` names this process: if another process of the same run started it first
-(a dyno launched twice), the control plane answers 409 and this one stops without dumping.
-``claim`` asks the control plane for a run with the resource's API token, under the same rules.
+redirect (runner.bearer). ``started`` names this process: if another process of the same run
+started it first (a dyno launched twice), the control plane answers 409 and this one stops
+without dumping. ``claim`` asks the control plane for a run with the resource's API token, under
+the same rules.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
-import ipaddress
-import json
 import secrets
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 
 import structlog
 
+from runner import bearer, transfer
 from runner import log as logs
-from runner import transfer
 from runner.config import Config
 from runner.errors import RemoraError, Terminated, UsageError
 from runner.manifest import Manifest
@@ -41,15 +38,6 @@ STOPPING_TIMEOUT = 1.5  # seconds: the report of a run stopped by a signal, insi
 CLAIM_TIMEOUT = 10.0  # seconds: `run-due` has nothing else to do, and Heroku Scheduler asks again anyway
 MAX_ANSWER = 64 * 1024  # bytes of a claim's answer read: a run is a few hundred
 
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer, not a place to send the run token to."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None  # urllib then raises HTTPError with the 3xx code
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects)
 ANOTHER_PROCESS = 409  # the control plane's answer to the `started` of a second process of one run
 
 
@@ -75,22 +63,18 @@ class Reporter:
 
     def _post(self, event: dict, *, attempts: int = ATTEMPTS, timeout: float = TIMEOUT) -> int | None:
         """Deliver one event; None if it was, else the HTTP status that refused it (0: no answer)."""
-        request = urllib.request.Request(
-            self._url, data=json.dumps(event).encode(), method="POST",
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
-        )
         status = 0
         for attempt in range(1, attempts + 1):
             try:
-                with _OPENER.open(request, timeout=timeout):
+                with bearer.request(self._url, self._token, document=event, timeout=timeout):
                     return None
             except urllib.error.HTTPError as e:
                 status, problem = e.code, f"HTTP {e.code}" + (" (redirects are not followed)" if 300 <= e.code < 400
                                                               else "")
                 if e.code < 500 and e.code != 429:
                     break  # refused: asking again gets the same answer
-            except (OSError, ValueError, http.client.HTTPException) as e:
-                problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
+            except bearer.NO_ANSWER as e:
+                problem = bearer.problem(e)
             if attempt < attempts:
                 time.sleep(RETRY_AFTER)
         if status != ANOTHER_PROCESS:
@@ -155,30 +139,10 @@ def _reporter(control_url: str | None, run_id: str | None, token: str | None) ->
     if not all(given):
         log.warning(f"not reporting: {', '.join(_VARIABLES)} must all be set")
         return None
-    if not _may_carry_token(control_url):
+    if not bearer.may_carry(control_url):
         log.warning("not reporting: REMORA_CONTROL_URL must be https:// (http:// only to localhost)")
         return None
     return Reporter(f"{control_url.rstrip('/')}/api/v1/runs/{urllib.parse.quote(run_id, safe='')}/events", token)
-
-
-def _may_carry_token(url: str) -> bool:
-    """https, or plain http to this machine's loopback: nowhere else may the run token travel in clear."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return False
-    if parts.scheme == "https" and parts.hostname:
-        return True
-    return parts.scheme == "http" and _loopback(parts.hostname or "")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def claim(url: str, token: str) -> dict | None:
@@ -188,13 +152,11 @@ def claim(url: str, token: str) -> dict | None:
     message names the variables and the status, never the token.
     """
     hint = "check REMORA_API_URL and REMORA_API_TOKEN, the add-on's config vars; Heroku Scheduler asks again"
-    if not _may_carry_token(url):
+    if not bearer.may_carry(url):
         raise UsageError("REMORA_API_URL must be https:// (http:// only to localhost): the API token goes there",
                          hint=hint)
-    request = urllib.request.Request(url, data=b"{}", method="POST",
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     try:
-        with _OPENER.open(request, timeout=CLAIM_TIMEOUT) as answer:
+        with bearer.request(url, token, document={}, timeout=CLAIM_TIMEOUT) as answer:
             if answer.status == 204:
                 return None
             data = answer.read(MAX_ANSWER + 1)
@@ -203,13 +165,9 @@ def claim(url: str, token: str) -> dict | None:
         raise UsageError(f"the control plane {'refused' if refused else 'failed'} the request for a run "
                          f"(HTTP {e.code}{'; redirects are not followed' if 300 <= e.code < 400 else ''})",
                          hint=hint) from e
-    except (OSError, ValueError, http.client.HTTPException) as e:
-        problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
-        raise UsageError(f"could not ask the control plane for a run ({problem})", hint=hint) from e
-    try:
-        body = json.loads(data) if len(data) <= MAX_ANSWER else None
-    except ValueError:
-        body = None
+    except bearer.NO_ANSWER as e:
+        raise UsageError(f"could not ask the control plane for a run ({bearer.problem(e)})", hint=hint) from e
+    body = bearer.json_answer(data, most=MAX_ANSWER)
     if not isinstance(body, dict):
         raise UsageError("the control plane's answer to the request for a run is not a JSON object", hint=hint)
     return body

@@ -66,11 +66,6 @@ def check_object(target: Target, manifest: Manifest, sink: BinaryIO | None = Non
         )
 
 
-def create_private(path: Path) -> BinaryIO:
-    """A new file at ``path`` that only this user can read; FileExistsError if there is one already."""
-    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
-
-
 @contextlib.contextmanager
 def verified_spool(target: Target, manifest: Manifest) -> Iterator[Path]:
     """The backup's ciphertext in a private temporary file, checked against its manifest.
@@ -80,7 +75,7 @@ def verified_spool(target: Target, manifest: Manifest) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="remora-spool-"))
     try:
         path = folder / "archive.gpg"
-        with create_private(path) as sink:
+        with crypto.create_private(path) as sink:
             check_object(target, manifest, sink)
         yield path
     finally:
@@ -193,7 +188,7 @@ def download(config: Config, target: Target, manifest: Manifest, output: Path, e
     created = False
     try:
         with authenticated(config, env, manifest, allow_unsigned=allow_unsigned, private=decrypt) as backup:
-            with create_private(temp) as sink:
+            with crypto.create_private(temp) as sink:
                 created = True
                 if not decrypt:
                     check_object(target, manifest, sink)
@@ -257,7 +252,7 @@ def _start_restore(group: ProcessGroup, backup: Authenticated, spool: Path, pg_r
     if jobs > 1:
         # pg_restore --jobs must seek in the archive, so it needs a file, not a pipe.
         archive = spool.with_name("archive.dump")
-        with create_private(archive) as sink:
+        with crypto.create_private(archive) as sink:
             gpg = backup.decrypt_into(group, source=spool, stdout=sink, env=env)
             backup.finish(gpg)
         argv = postgres.restore_argv(pg_restore, dbname=params["dbname"], clean=clean, jobs=jobs, archive=archive)

@@ -12,7 +12,6 @@ gpg's verdict is read from its machine-readable status lines, never its human te
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -130,7 +129,9 @@ def load_signer(keyring: crypto.Keyring, armored: str, *, passphrase: str | None
 def check_manifest(keyring: crypto.Keyring, manifest: Manifest, *, pinned: set[str]) -> None:
     """Raise IntegrityError unless the manifest's own signature is good, by its signer, a pinned key."""
     what = f"the manifest of backup {manifest.id}"
-    signature = _private_file(keyring.home / "manifest.sig", manifest.signature.encode())
+    signature = keyring.home / "manifest.sig"
+    with crypto.create_private(signature) as file:
+        file.write(manifest.signature.encode())
     status_file = keyring.home / "manifest.status"
     try:
         subprocess.run(crypto.verify_argv(keyring.home, signature, status_file=status_file),
@@ -149,11 +150,3 @@ def read_status(path: Path) -> Status:
         text = ""
     path.unlink(missing_ok=True)
     return parse_status(text)
-
-
-def _private_file(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a new file only this user can read."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(fd, "wb") as file:
-        file.write(data)
-    return path

@@ -11,15 +11,13 @@ record (a backup made by hand is not recorded), or no answer, is said, and does 
 from __future__ import annotations
 
 import hmac
-import http.client
-import json
 import re
 import urllib.error
 import urllib.parse
-import urllib.request
 
 import structlog
 
+from runner import bearer
 from runner.config import Config
 from runner.errors import IntegrityError
 from runner.manifest import Manifest
@@ -27,16 +25,6 @@ from runner.manifest import Manifest
 log = structlog.get_logger()
 TIMEOUT = 10.0  # seconds: the witness must not hold a restore up for long
 MAX_ANSWER = 64 * 1024  # bytes of the answer read: a run is well under 1 KB
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """The token goes to the configured host only: a redirect is an answer, not an address to follow."""
-
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def testify(config: Config, manifest: Manifest) -> None:
@@ -47,9 +35,8 @@ def testify(config: Config, manifest: Manifest) -> None:
         log.warning("not asking the control plane: REMORA_API_URL and REMORA_API_TOKEN must both be set")
         return
     url = f"{config.api_url.rstrip('/')}/backups/{urllib.parse.quote(manifest.id, safe='')}"
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {config.api_token.reveal()}"})
     try:
-        with _OPENER.open(request, timeout=TIMEOUT) as answer:
+        with bearer.request(url, config.api_token.reveal(), timeout=TIMEOUT) as answer:
             body = answer.read(MAX_ANSWER + 1)
     except urllib.error.HTTPError as e:
         if e.code == 404:
@@ -58,19 +45,18 @@ def testify(config: Config, manifest: Manifest) -> None:
         else:
             log.warning("could not ask the control plane about this backup", problem=f"HTTP {e.code}")
         return
-    except (OSError, ValueError, http.client.HTTPException) as e:
-        problem = type(e).__name__ + (f": {e.reason}" if isinstance(e, urllib.error.URLError) else "")
-        log.warning("could not ask the control plane about this backup", problem=problem)
+    except bearer.NO_ANSWER as e:
+        log.warning("could not ask the control plane about this backup", problem=bearer.problem(e))
         return
-    _judge(manifest, _recorded(body))
+    _judge(manifest, _recorded(bearer.json_answer(body, most=MAX_ANSWER)))
 
 
-def _recorded(body: bytes) -> dict | None:
+def _recorded(answer: object) -> dict | None:
     """The backup the answer records, if it is a run that recorded one, well formed; None otherwise."""
     try:
-        run = json.loads(body)["run"] if len(body) <= MAX_ANSWER else None
+        run = answer["run"]
         backup = run["backup"]
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return None
     forms = {"id": r"[0-9A-Za-z-]{1,64}", "sha256": r"[0-9a-f]{64}"}
     if not isinstance(backup, dict) or not all(

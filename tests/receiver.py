@@ -1,4 +1,5 @@
-"""Small HTTP servers for webhooks and runner reports: one that records what is POSTed, one that drips."""
+"""Small HTTP servers for webhooks and runner reports: one that records what is POSTed, one that answers
+the same to every request, one that drips."""
 
 from __future__ import annotations
 
@@ -51,6 +52,28 @@ def receiver() -> Iterator[Receiver]:
     record = Receiver(server)
     with serving(server):
         yield record
+
+
+@contextlib.contextmanager
+def answering(status: int, body: bytes, headers: dict[str, str] | None = None):
+    """An HTTP server on a free loopback port that answers every request with ``status`` and ``body``."""
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(status)
+            for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PUT = do_POST = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serving(server):
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
 class Drip:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import http.server
 import os
 import signal
 import socket
@@ -39,7 +38,8 @@ from runner.errors import ObjectNotFound, StorageError, TransientStorageError, U
 from runner.targets import local, managed, sftp
 from runner.targets.s3 import S3Target
 from tests.helpers import REPO
-from tests.servers.util import free_ports, serving
+from tests.receiver import answering
+from tests.servers.util import free_ports
 
 TRANSIENT, PERMANENT, MISSING = "transient", "permanent", "missing"
 
@@ -229,28 +229,6 @@ def test_a_stop_signal_raises_terminated_once(signum, code):
 # --- the add-on's storage: the control plane's and S3's answers, and none at all -------------------
 
 
-@contextlib.contextmanager
-def answering(status: int, body: bytes, headers: dict[str, str] | None = None):
-    """An HTTP server on a free loopback port that answers every request with ``status`` and ``body``."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _answer(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(status)
-            for name, value in {"Content-Length": str(len(body)), **(headers or {})}.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_PUT = do_POST = do_DELETE = _answer
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    with serving(server):
-        yield f"http://127.0.0.1:{server.server_port}"
-
-
 def managed_target(url: str):
     env = {"REMORA_API_URL": f"{url}/api/v1/resources/r", "REMORA_API_TOKEN": "api-token",
            "REMORA_CONTROL_URL": url, "REMORA_RUN_ID": "run", "REMORA_RUN_TOKEN": "run-token",
@@ -269,7 +247,10 @@ def managed_target(url: str):
     (200, b"[1, 2]", None, PERMANENT),
     (200, b"not json", None, PERMANENT),
     (200, b'{"upload": "../../etc"}', None, PERMANENT),
-], ids=["503", "502-html", "429", "401", "403", "409", "redirect", "json-list", "not-json", "odd-upload"])
+    (200, b"[" * 5000, None, PERMANENT),  # deeper than json's parser goes: not JSON, not a crash
+    (409, b"[" * 5000, None, PERMANENT),
+], ids=["503", "502-html", "429", "401", "403", "409", "redirect", "json-list", "not-json", "odd-upload", "too-deep",
+        "too-deep-error"])
 def test_the_add_ons_answers_to_a_run_are_sorted(status, body, headers, expected):
     with answering(status, body, headers) as url, managed_target(url) as target:
         with pytest.raises(StorageError) as caught:

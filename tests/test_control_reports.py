@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
-from runner import report, transfer
+from control import settings
+from runner import bearer, report, transfer, witness
+from runner.config import Config, Secret
+from runner.errors import UsageError
+from runner.manifest import Manifest
+from runner.targets import managed
 from tests.helpers import ok, remora, target_folder
-from tests.receiver import receiver
+from tests.receiver import answering, receiver
 from tests.servers.util import free_port
 
 RUN_ID = "6f1c1a4e-0b7c-4d2a-9a55-3c3d2b1e0f00"
@@ -90,3 +96,46 @@ def test_the_run_token_goes_only_over_https_or_to_this_machine():
     assert report._reporter("http://10.0.0.1:5000", RUN_ID, RUN_TOKEN) is None
     for url in ("https://control.example", "http://127.0.0.1:5000", "http://localhost:5000", "http://[::1]:5000"):
         assert report._reporter(url, RUN_ID, RUN_TOKEN) is not None, url
+
+
+@pytest.mark.parametrize("url, carries", [
+    ("https://control.example", True), ("http://127.0.0.1:5000", True), ("http://localhost:5000", True),
+    ("http://[::1]:5000", True), ("http://control.example", False), ("http://10.0.0.1:5000", False),
+    ("http://127.0.0.2:5000", False), ("ftp://control.example", False), ("https:///no-host", False),
+    ("http://[::1:5000", False),
+])
+def test_every_place_a_token_goes_keeps_one_rule(url, carries):
+    """The run's reports, `run-due`'s claim, REMORA_API_URL, the add-on's storage, and the control plane that
+    launches runs to report to REMORA_CONTROL_URL: one verdict on each URL."""
+    assert (report._reporter(url, RUN_ID, RUN_TOKEN) is not None) == carries
+    run = Config(control_url=url, run_id=RUN_ID, run_token=Secret(RUN_TOKEN))
+    if carries:
+        Config.from_env({"REMORA_API_URL": url})
+        managed.from_config(run).close()
+        settings.launching({"CONTROL_URL": url})
+        return
+    with pytest.raises(settings.ConfigError, match="REMORA_CONTROL_URL"):
+        settings.launching({"CONTROL_URL": url})
+    with pytest.raises(UsageError, match="REMORA_API_URL"):
+        Config.from_env({"REMORA_API_URL": url})
+    with pytest.raises(UsageError, match="REMORA_API_URL must be https"):
+        report.claim(url, RUN_TOKEN)
+    with pytest.raises(UsageError, match="REMORA_CONTROL_URL must be an https URL"):
+        managed.from_config(run)
+    with pytest.raises(ValueError, match="a bearer token goes only to"):
+        bearer.request(url, RUN_TOKEN, timeout=1)  # the witness's request, and any other
+
+
+def test_an_answer_nested_deeper_than_json_parses_is_refused_not_a_crash():
+    """`run-due`'s claim and the witness read the control plane's answer as hostile, as the add-on's storage does."""
+    manifest = Manifest(id="20260101T030000Z-0a0b0c", label="shop", database="shop", server_version="15.8",
+                        pg_dump_version=15, archive_format="custom", compression="3", recipients=["A" * 40],
+                        dump_bytes=10, encrypted_bytes=19, sha256="0" * 64, started_at="2026-01-01T03:00:00Z",
+                        finished_at="2026-01-01T03:00:01Z", runner_version="0.1.0")
+    with answering(200, b"[" * 5000) as url:
+        with pytest.raises(UsageError, match="is not a JSON object"):
+            report.claim(f"{url}/runs/claim", RUN_TOKEN)
+        with structlog.testing.capture_logs() as logs:
+            witness.testify(Config(api_url=url, api_token=Secret(RUN_TOKEN)), manifest)
+    assert [e["event"] for e in logs] == [
+        "the control plane's answer is not a record of this backup; not taken as a witness"]

@@ -118,9 +118,8 @@ def test_run_variables_are_what_the_heroku_launcher_gives_each_dyno(heroku):
 def test_every_variable_the_runner_reads_has_an_env_entry_and_no_other():
     read = runner_variables()
     assert PER_RUN <= read  # the runner reads them; the launcher, not the customer, sets them
-    addon = set(TEMPLATE["api"]["config_vars"])
-    assert addon <= read  # the runner reads them too; the add-on sets them when it is provisioned
-    assert set(APP_JSON["env"]) == read - PER_RUN - addon
+    assert ADD_ON <= read  # the runner reads them too; the add-on sets them when it is provisioned
+    assert set(APP_JSON["env"]) == read - PER_RUN - ADD_ON
 
 
 def test_entries_say_what_they_are_and_whether_they_are_required():

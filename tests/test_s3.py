@@ -147,6 +147,18 @@ def test_abort_leaves_no_object_and_no_open_upload(s3_server, s3_bucket, s3_targ
             target.stat("db/aborted")
 
 
+def test_an_abort_after_complete_asks_s3_nothing(s3_target_env):
+    with target_for(s3_target_env) as target:
+        upload = target.begin("db/kept")
+        upload.send(1, b"kept")
+        upload.complete()
+        calls = []
+        target.client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+        upload.abort()  # as a caller's cleanup does when an error comes after the upload completed
+        target.close()  # which aborts the uploads still open: none
+    assert calls == []
+
+
 def test_closing_the_target_aborts_forgotten_uploads(s3_server, s3_bucket, s3_target_env):
     with target_for(s3_target_env) as target:
         target.begin("forgotten").send(1, b"bytes")

@@ -6,6 +6,7 @@ import datetime
 import os
 
 import pytest
+import structlog
 
 from runner.config import Config
 from runner.errors import ObjectNotFound
@@ -60,6 +61,15 @@ def test_nothing_is_visible_before_complete_and_abort_leaves_nothing(target):
     upload.abort()
     upload.abort()  # twice is fine
     assert target.list() == []
+
+
+def test_an_abort_after_complete_changes_nothing(target):
+    upload = target.begin("db/kept.dump.gpg")
+    upload.send(1, b"kept")
+    upload.complete()
+    with structlog.testing.capture_logs() as logs:
+        upload.abort()  # as a caller's cleanup does when an error comes after the upload completed
+    assert read(target, "db/kept.dump.gpg") == b"kept" and logs == []
 
 
 def test_missing_objects(target):

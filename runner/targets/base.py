@@ -131,7 +131,8 @@ class Target(abc.ABC):
 class OpenUploads:
     """The uploads a target has begun that hold storage until they end, so that closing it aborts them.
 
-    As s3transfer does: an upload is added the moment it exists, and taken out when it completes or aborts.
+    As s3transfer does: an upload is added the moment it exists, and taken out when it completes or aborts;
+    one that is not here has ended, so this is also how an upload knows that it has.
     """
 
     def __init__(self):
@@ -142,9 +143,13 @@ class OpenUploads:
         with self._lock:
             self._uploads.add(upload)
 
-    def discard(self, upload: Upload) -> None:
+    def end(self, upload: Upload) -> bool:
+        """Take ``upload`` out; False if it had ended already (completed or aborted)."""
         with self._lock:
-            self._uploads.discard(upload)
+            if upload not in self._uploads:
+                return False
+            self._uploads.remove(upload)
+            return True
 
     def abort_all(self) -> None:
         """Abort every upload still open (each takes itself out)."""

@@ -16,9 +16,7 @@ token that expired, a key the run may not write) is permanent.
 
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
 import io
 import json
 import re
@@ -29,10 +27,11 @@ from urllib.parse import quote, urlsplit
 import structlog
 import urllib3
 
-from runner.config import ADD_ON_STORAGE, LOOPBACK, Config
+from runner import bearer
+from runner.config import ADD_ON_STORAGE, Config
 from runner.errors import ObjectNotFound, StorageError, TransientStorageError, UsageError
 from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
-from runner.targets.parts import check_number, check_whole, part_size
+from runner.targets.parts import check_number, check_whole, checksum, part_size
 
 log = structlog.get_logger()
 
@@ -45,7 +44,8 @@ def from_config(config: Config) -> ManagedTarget:
     """The add-on's storage, with whichever of the run's and the customer's credentials are set."""
     run = api = None
     if config.control_url and config.run_id and config.run_token:
-        _check_url("REMORA_CONTROL_URL", config.control_url)
+        if not bearer.may_carry(config.control_url):
+            raise UsageError("REMORA_CONTROL_URL must be an https URL (plain http only to this machine)")
         base = f"{config.control_url.rstrip('/')}/api/v1/runs/{quote(config.run_id, safe='')}/storage"
         run = (base, config.run_token.reveal())
     if config.api_url and config.api_token:
@@ -88,10 +88,7 @@ class ManagedTarget(Target):
             raise ObjectNotFound(f"no object {path.removeprefix('/objects/')} in {ADD_ON_STORAGE}")
         if status >= 300:
             raise _refusal(status, answer, f"the add-on could not {action}", control_plane=True)
-        try:
-            found = json.loads(answer) if answer else {}
-        except ValueError:
-            found = None
+        found = bearer.json_answer(answer, most=MAX_ANSWER) if answer else {}
         if not isinstance(found, dict):
             raise StorageError(f"the add-on answered {action} with something that is not a JSON object")
         return found
@@ -178,7 +175,6 @@ class _ManagedUpload(Upload):
         self._key = key
         self._sizes: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._finished = False
         started = target.call("run", "POST", "/uploads", document={"key": key}, action=f"start the upload of {key}")
         self._handle = started.get("upload")
         if not isinstance(self._handle, str) or not re.fullmatch(r"[0-9a-f-]{36}", self._handle):
@@ -190,10 +186,9 @@ class _ManagedUpload(Upload):
 
     def send(self, number: int, data: bytes) -> None:
         check_number(number, self._key)
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
         what = f"part {number} of {self._key}"
         grant = self._target.call("run", "POST", f"/uploads/{self._handle}/parts/{number}", action=f"grant {what}",
-                                  document={"sha256": checksum, "size": len(data)})
+                                  document={"sha256": checksum(data), "size": len(data)})
         url, headers = grant.get("url"), grant.get("headers")
         if not (isinstance(url, str) and isinstance(headers, dict)
                 and all(isinstance(v, str) for v in headers.values())):
@@ -208,14 +203,11 @@ class _ManagedUpload(Upload):
         check_whole(numbers, self._key)
         self._target.call("run", "POST", f"/uploads/{self._handle}/complete", action=f"complete {self._key}",
                           document={"parts": len(numbers), "bytes": total})
-        self._finished = True
-        self._target.open_uploads.discard(self)
+        self._target.open_uploads.end(self)
 
     def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._target.open_uploads.discard(self)
+        if not self._target.open_uploads.end(self):
+            return  # completed or aborted already
         try:
             self._target.call("run", "DELETE", f"/uploads/{self._handle}", action=f"abort the upload of {self._key}")
         except Exception as e:  # noqa: BLE001 - abort runs while another error is on its way out; the add-on clears it later
@@ -260,22 +252,13 @@ def _said(body: bytes, *, control_plane: bool) -> str:
     """The error a server gave, as one printable line: the control plane's JSON, or S3's Code and Message."""
     text = body[:4096].decode("utf-8", "replace")
     if control_plane:
-        try:
-            text = str(json.loads(text).get("error", text))
-        except (ValueError, AttributeError):
-            pass
+        found = bearer.json_answer(text, most=len(text))
+        text = str(found.get("error", text)) if isinstance(found, dict) else text
     else:
         code = re.search(r"<Code>([^<]*)</Code>", text)
         message = re.search(r"<Message>([^<]*)</Message>", text)
         text = f"{code[1]}: {message[1] if message else ''}" if code else text
     return re.sub(r"[^\x20-\x7e]+", " ", text).strip()[:300] or "no message"
-
-
-def _check_url(name: str, value: str) -> None:
-    """The run's token goes to this URL: https, or plain http to this machine only."""
-    parts = urlsplit(value)
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK):
-        raise UsageError(f"{name} must be an https URL (plain http only to this machine)")
 
 
 def _info(item: dict) -> ObjectInfo:

@@ -1,6 +1,10 @@
-"""S3's multipart limits, and the part sizes that keep any stream within them (s3:// and the add-on's storage)."""
+"""S3's multipart limits, the part sizes that keep any stream within them, and the checksum S3 checks
+each part against (s3:// and the add-on's storage)."""
 
 from __future__ import annotations
+
+import base64
+import hashlib
 
 from runner.errors import StorageError
 from runner.targets.base import MIB
@@ -29,3 +33,8 @@ def check_whole(numbers: list[int], upload: str) -> None:
     """Refuse to complete an upload whose parts (sorted numbers) have a gap: S3 would join 1 and 3 into a hole."""
     if numbers != list(range(1, len(numbers) + 1)):
         raise StorageError(f"upload of {upload} is missing parts")
+
+
+def checksum(data: bytes) -> str:
+    """The SHA-256 of bytes in memory, base64, as S3 takes it: S3 refuses a part that arrived otherwise."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")

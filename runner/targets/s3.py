@@ -11,10 +11,8 @@ botocore does not retry (``runner.targets.retrying`` does, once for every target
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
-import hashlib
 import io
 import threading
 from typing import BinaryIO
@@ -43,7 +41,7 @@ from runner.errors import (
     UsageError,
 )
 from runner.targets.base import MIB, Leftover, ObjectInfo, OpenUploads, Target, Upload
-from runner.targets.parts import check_number, check_whole, part_size
+from runner.targets.parts import check_number, check_whole, checksum, part_size
 
 log = structlog.get_logger()
 
@@ -140,7 +138,7 @@ class S3Target(Target):
     def put(self, key: str, data: bytes) -> None:
         with self.errors("write", key):
             self.client.put_object(
-                Bucket=self.bucket, Key=self.full_key(key), Body=data, ChecksumSHA256=_sha256(data)
+                Bucket=self.bucket, Key=self.full_key(key), Body=data, ChecksumSHA256=checksum(data)
             )
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
@@ -222,7 +220,6 @@ class _S3Upload(Upload):
         self._key = key
         self._parts: dict[int, dict] = {}
         self._lock = threading.Lock()
-        self._finished = False
         try:
             with target.errors("start an upload to", key):
                 created = target.client.create_multipart_upload(
@@ -240,7 +237,7 @@ class _S3Upload(Upload):
 
     def send(self, number: int, data: bytes) -> None:
         check_number(number, self._target.url(self._key))
-        checksum = _sha256(data)
+        sha256 = checksum(data)
         with self._target.errors(f"upload part {number} of", self._key):
             sent = self._target.client.upload_part(
                 Bucket=self._target.bucket,
@@ -248,11 +245,11 @@ class _S3Upload(Upload):
                 UploadId=self._upload_id,
                 PartNumber=number,
                 Body=data,
-                ChecksumSHA256=checksum,
+                ChecksumSHA256=sha256,
             )
         with self._lock:
             self._parts[number] = {
-                "PartNumber": number, "ETag": sent["ETag"], "ChecksumSHA256": checksum
+                "PartNumber": number, "ETag": sent["ETag"], "ChecksumSHA256": sha256
             }
 
     def complete(self) -> None:
@@ -266,16 +263,13 @@ class _S3Upload(Upload):
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": parts},
             )
-        self._finished = True
-        self._target.open_uploads.discard(self)
+        self._target.open_uploads.end(self)
         if self._key in self._target.unsure_starts:
             self._abort_strays()
 
     def abort(self) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._target.open_uploads.discard(self)
+        if not self._target.open_uploads.end(self):
+            return  # completed or aborted already
         try:
             with self._target.errors("abort the upload of", self._key):
                 self._target.client.abort_multipart_upload(
@@ -329,10 +323,6 @@ class _BodyReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
-
-
-def _sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
 def _info(key: str, size: int, modified: datetime.datetime) -> ObjectInfo:
