@@ -28,16 +28,32 @@ def bearer() -> str:
     return token.strip()
 
 
-def authorized_resource(resource_id) -> dict:
-    """The resource whose API token came with the request: 401 for a bad token, 404 for another's."""
+def token_resource() -> dict:
+    """The live resource whose API token came with the request; 401 for a bad token."""
     token = bearer()
     with db.pool().connection() as conn:
         resource = resources.by_api_token(conn, token)
     if resource is None:
         abort(401, "invalid API token")
+    return resource
+
+
+def authorized_resource(resource_id) -> dict:
+    """The resource whose API token came with the request: 401 for a bad token, 404 for another's."""
+    resource = token_resource()
     if resource["id"] != resource_id:
         abort(404, "no such resource")
     return resource
+
+
+def authorized_run(run_id) -> dict:
+    """The run whose token came with the request; 401 for a bad token (a run not claimed yet has none)."""
+    token = bearer()
+    with db.pool().connection() as conn:
+        run = runs.get(conn, run_id)
+    if run is None or not tokens.matches(token, run["token_hash"]):
+        abort(401, "invalid run token")
+    return run
 
 
 def trigger(resource: dict, *, how: str) -> tuple[dict, bool]:
@@ -167,12 +183,9 @@ def show_backup(resource_id, backup_id):
 
 @bp.get("/runs/<uuid:run_id>")
 def show_run(run_id):
-    token = bearer()
+    resource = token_resource()
     with db.pool().connection() as conn:
-        resource = resources.by_api_token(conn, token)
-        if resource is None:
-            abort(401, "invalid API token")
-        run = conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
+        run = runs.get(conn, run_id)
     if run is None or run["resource_id"] != resource["id"]:
         abort(404, "no such run")
     return jsonify(run=runs.public(run))
@@ -180,11 +193,7 @@ def show_run(run_id):
 
 @bp.post("/runs/<uuid:run_id>/events")
 def run_event(run_id):
-    token = bearer()
-    with db.pool().connection() as conn:
-        run = conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
-    if run is None or not tokens.matches(token, run["token_hash"]):
-        abort(401, "invalid run token")
+    run = authorized_run(run_id)
     event = inputs.json_object()  # read only once the token is good
     with db.pool().connection() as conn:
         try:

@@ -64,6 +64,10 @@ def failed(conn: Connection, resource_id, *, trigger: str, time_to_live: int, er
     )
 
 
+def get(conn: Connection, run_id) -> dict | None:
+    return conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
+
+
 def active(conn: Connection, resource_id) -> dict | None:
     return conn.execute("select * from runs where resource_id = %s and state = any(%s)",
                         (resource_id, list(ACTIVE))).fetchone()
@@ -183,8 +187,7 @@ def record_event(conn: Connection, run: dict, event: dict, *, grace: int) -> dic
     if updated is not None:
         return updated
     # a process of the same run got there first, or the run ended meanwhile
-    if process is not None and conn.execute("select started_by from runs where id = %s",
-                                            (run["id"],)).fetchone()["started_by"] not in (None, process):
+    if process is not None and get(conn, run["id"])["started_by"] not in (None, process):
         raise StartedElsewhere
     raise RunEnded
 

@@ -19,7 +19,7 @@ import uuid
 import psycopg
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from control import api, db, inputs, resources, runs, tokens
+from control import api, db, inputs, resources, runs
 from control.store import Store
 from runner import catalog
 from runner.errors import ObjectNotFound, RemoraError, StorageError
@@ -41,11 +41,8 @@ def store() -> Store:
 
 def writing_run(run_id) -> tuple[dict, dict]:
     """The run whose token came with the request, and its resource: a live run of a managed resource."""
-    token = api.bearer()
+    run = api.authorized_run(run_id)
     with db.pool().connection() as conn:
-        run = conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
-        if run is None or not tokens.matches(token, run["token_hash"]):
-            abort(401, "invalid run token")
         resource = resources.get(conn, run["resource_id"])
     if resource is None or not runs.accepts_events(run, grace=current_app.config["LOST_GRACE"]):
         abort(403, f"run has ended ({run['state']}) or outlived its time to live")
