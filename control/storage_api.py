@@ -254,8 +254,7 @@ def show_object(resource_id, key):
 
 
 def _public(info) -> dict:
-    modified = info.modified.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"key": info.key, "size": info.size, "modified": modified}
+    return {"key": info.key, "size": info.size, "modified": runs.iso(info.modified)}
 
 
 def _is_prefix(text: str) -> bool:
