@@ -7,7 +7,6 @@ The resource's API token (REMORA_API_TOKEN on the helper app) opens everything u
 from __future__ import annotations
 
 import datetime
-import re
 
 from flask import Blueprint, abort, current_app, jsonify, request
 from werkzeug.exceptions import TooManyRequests
@@ -169,7 +168,7 @@ def list_backups(resource_id):
 def show_backup(resource_id, backup_id):
     """The run that reported backup ``backup_id``: the runner asks it as a witness before a restore."""
     authorized_resource(resource_id)
-    if not re.fullmatch(r"[0-9A-Za-z-]{1,64}", backup_id):
+    if not runs.BACKUP_ID.fullmatch(backup_id):
         abort(400, "not a backup id")
     with db.pool().connection() as conn:
         run = conn.execute(

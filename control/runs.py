@@ -29,6 +29,7 @@ ENDED = ("succeeded", "failed", "lost")
 MAX_ERROR = 1000  # characters of the runner's one-line error kept
 MAX_COUNT = 2**63 - 1  # bigint
 MAX_EXIT_CODE = 255
+BACKUP_ID = re.compile(r"[0-9A-Za-z-]{1,64}")  # a backup id as a run reports it
 PULLED = "run-due"  # the handle of a run its helper app took (control/pulling.py): no launcher knows its process
 
 
@@ -206,7 +207,7 @@ def _event_update(event: dict) -> tuple[str, tuple]:
         if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise EventError("sha256 must be 64 lowercase hex digits")
         backup_id = event.get("backup_id")
-        if not isinstance(backup_id, str) or not re.fullmatch(r"[0-9A-Za-z-]{1,64}", backup_id):
+        if not isinstance(backup_id, str) or not BACKUP_ID.fullmatch(backup_id):
             raise EventError("backup_id must be a backup id")
         encrypted = _count(event, "encrypted_bytes")
         return (
