@@ -45,13 +45,12 @@ class StartedElsewhere(Exception):
     """Another process of this run sent ``started`` first."""
 
 
-def enqueue(conn: Connection, resource_id, *, trigger: str, time_to_live: int,
-            scheduled_for: datetime.datetime | None = None) -> dict | None:
-    """Queue a run; None if the resource has an active run already (or this scheduled time has its run)."""
+def enqueue(conn: Connection, resource_id, *, trigger: str, time_to_live: int) -> dict | None:
+    """Queue a run; None if the resource has an active run already."""
     return conn.execute(
-        "insert into runs (id, resource_id, trigger, scheduled_for, time_to_live) values (%s, %s, %s, %s, %s)"
+        "insert into runs (id, resource_id, trigger, time_to_live) values (%s, %s, %s, %s)"
         " on conflict do nothing returning *",
-        (uuid.uuid4(), resource_id, trigger, scheduled_for, time_to_live),
+        (uuid.uuid4(), resource_id, trigger, time_to_live),
     ).fetchone()
 
 
