@@ -154,6 +154,7 @@ def test_plan_change_and_deprovision_are_idempotent_and_a_gone_resource_is_410(h
     row = _resource(heroku_app)
     assert row["plan"] == "premium" and row["deprovisioned_at"] is not None
     assert row["oauth_grant_code"] is None and row["oauth_refresh_token"] is None and row["next_run_at"] is None
+    assert [name for name, value in row.items() if isinstance(value, bytes) and name != "api_token_hash"] == []
     token = answer["config"]["REMORA_API_TOKEN"]
     assert client.get(f"/api/v1/resources/{answer['id']}/backups",
                       headers={"Authorization": f"Bearer {token}"}).status_code == 401
