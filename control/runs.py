@@ -19,7 +19,7 @@ import uuid
 
 from psycopg import Connection
 
-from control import resources, tokens
+from control import inputs, resources, tokens
 from control.launchers import Launcher, LaunchError, LaunchRefused, LaunchSpec, LaunchUnconfirmed
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def _event_update(event: dict) -> tuple[str, tuple]:
 
 def _count(event: dict, name: str, *, most: int = MAX_COUNT) -> int:
     value = event.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+    if not inputs.is_count(value, most=most):
         raise EventError(f"{name} must be a whole number from 0 to {most}")
     return value
 

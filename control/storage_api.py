@@ -123,7 +123,7 @@ def grant_part(run_id, upload, number):
     run, resource = writing_run(run_id)
     body = inputs.json_object()
     size, sha256 = body.get("size"), body.get("sha256")
-    if not (1 <= number <= MAX_PARTS and _count(size) and size <= MAX_PART_SIZE):
+    if not (1 <= number <= MAX_PARTS and inputs.is_count(size, most=MAX_PART_SIZE)):
         abort(400, f"parts are numbered 1 to {MAX_PARTS} and hold at most {MAX_PART_SIZE} bytes")
     if not _is_sha256(sha256):
         abort(400, "sha256 must be a SHA-256 in base64")
@@ -258,10 +258,6 @@ def _is_prefix(text: str) -> bool:
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_sha256(value) -> bool:
