@@ -151,13 +151,13 @@ def start_web(env: dict[str, str], port: int, *, workers: int = 1) -> subprocess
     raise AssertionError(f"remora-control web did not answer:\n{web.communicate()[0]}")
 
 
-def make_resource(app, *, app_name: str = "helper-app", **given) -> tuple[dict, str]:
+def make_resource(app, *, app_name: str = "helper-app", plan: str = "byo", **given) -> tuple[dict, str]:
     """A resource created straight in the app's database, with these options; returns it and its API token."""
     from control import options, resources
 
     chosen = options.validate(given, policy=options.policy(app.config))
     with app.extensions["remora.pool"].connection() as conn:
-        return resources.create(conn, app.config, chosen, app=app_name)
+        return resources.create(conn, app.config, chosen, app=app_name, plan=plan)
 
 
 def work(app, launcher: Launcher | None = None) -> int:
