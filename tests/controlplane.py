@@ -168,6 +168,15 @@ def work(app, launcher: Launcher | None = None) -> int:
     return worker.launch_queued(pool, launcher or launchers.from_config(app.config, pool), app.config)
 
 
+def clock_pass(app, *, times: int = 1) -> None:
+    """Passes of the clock over ``app``'s database (and its storage, if any), as `remora-control clock` makes them."""
+    from control import clock, launchers
+
+    pool = app.extensions["remora.pool"]
+    for _ in range(times):
+        clock.tick(pool, launchers.from_config(app.config, pool), app.config, app.extensions["remora.store"])
+
+
 def due_schedules(url: str, count: int) -> None:
     """``count`` resources whose (yearly) schedule came due a minute ago, inserted in one statement."""
     with connect(url) as conn:
@@ -177,5 +186,5 @@ def due_schedules(url: str, count: int) -> None:
             " now() - interval '1 minute' from generate_series(1, %s) n", (count,))
 
 
-__all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "due_schedules", "make_resource",
+__all__ = ["REPO", "RecordingLauncher", "clock_pass", "connect", "control_argv", "control_env", "due_schedules", "make_resource",
            "migrated_database", "provision_body", "sso_form", "start_web", "work"]

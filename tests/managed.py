@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 from werkzeug.serving import make_server
 
-from control import clock, create_app, launchers, runs
+from control import create_app, runs
 from control.store import Store
 from runner.config import Config
 from runner.targets import Target, open_target
@@ -84,12 +84,6 @@ def serving_control_plane(database_url: str, launcher, storage: dict) -> Iterato
 def managed_plane(control_db, launcher, storage_config) -> Iterator[ManagedPlane]:
     with serving_control_plane(control_db, launcher, storage_config) as plane:
         yield plane
-
-
-def clock_pass(app) -> None:
-    """One pass of the clock over ``app``'s database and storage, as `remora-control clock` makes them."""
-    pool = app.extensions["remora.pool"]
-    clock.tick(pool, launchers.from_config(app.config, pool), app.config, app.extensions["remora.store"])
 
 
 def bucket_state(client, storage_url: str) -> dict:
