@@ -7,7 +7,6 @@ authentication on and Object Lock (tests/servers/seaweed.py).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime
 import hashlib
 import json
