@@ -7,7 +7,6 @@ The resource's API token (REMORA_API_TOKEN on the helper app) opens everything u
 from __future__ import annotations
 
 import datetime
-import re
 
 from flask import Blueprint, abort, current_app, jsonify, request
 from werkzeug.exceptions import TooManyRequests
@@ -28,16 +27,32 @@ def bearer() -> str:
     return token.strip()
 
 
-def authorized_resource(resource_id) -> dict:
-    """The resource whose API token came with the request: 401 for a bad token, 404 for another's."""
+def token_resource() -> dict:
+    """The live resource whose API token came with the request; 401 for a bad token."""
     token = bearer()
     with db.pool().connection() as conn:
         resource = resources.by_api_token(conn, token)
     if resource is None:
         abort(401, "invalid API token")
+    return resource
+
+
+def authorized_resource(resource_id) -> dict:
+    """The resource whose API token came with the request: 401 for a bad token, 404 for another's."""
+    resource = token_resource()
     if resource["id"] != resource_id:
         abort(404, "no such resource")
     return resource
+
+
+def authorized_run(run_id) -> dict:
+    """The run whose token came with the request; 401 for a bad token (a run not claimed yet has none)."""
+    token = bearer()
+    with db.pool().connection() as conn:
+        run = runs.get(conn, run_id)
+    if run is None or not tokens.matches(token, run["token_hash"]):
+        abort(401, "invalid run token")
+    return run
 
 
 def trigger(resource: dict, *, how: str) -> tuple[dict, bool]:
@@ -153,7 +168,7 @@ def list_backups(resource_id):
 def show_backup(resource_id, backup_id):
     """The run that reported backup ``backup_id``: the runner asks it as a witness before a restore."""
     authorized_resource(resource_id)
-    if not re.fullmatch(r"[0-9A-Za-z-]{1,64}", backup_id):
+    if not runs.BACKUP_ID.fullmatch(backup_id):
         abort(400, "not a backup id")
     with db.pool().connection() as conn:
         run = conn.execute(
@@ -167,12 +182,9 @@ def show_backup(resource_id, backup_id):
 
 @bp.get("/runs/<uuid:run_id>")
 def show_run(run_id):
-    token = bearer()
+    resource = token_resource()
     with db.pool().connection() as conn:
-        resource = resources.by_api_token(conn, token)
-        if resource is None:
-            abort(401, "invalid API token")
-        run = conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
+        run = runs.get(conn, run_id)
     if run is None or run["resource_id"] != resource["id"]:
         abort(404, "no such run")
     return jsonify(run=runs.public(run))
@@ -180,11 +192,7 @@ def show_run(run_id):
 
 @bp.post("/runs/<uuid:run_id>/events")
 def run_event(run_id):
-    token = bearer()
-    with db.pool().connection() as conn:
-        run = conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
-    if run is None or not tokens.matches(token, run["token_hash"]):
-        abort(401, "invalid run token")
+    run = authorized_run(run_id)
     event = inputs.json_object()  # read only once the token is good
     with db.pool().connection() as conn:
         try:

@@ -89,14 +89,20 @@ def _resource(args, config) -> int:
     return _update(args, config) if args.action == "update" else _create(args, config)
 
 
+def _given(args) -> dict:
+    """The options named on the command line (``--no-…``: cleared)."""
+    given = {name: value for name in ("schedule", "timezone", "alert_webhook", "retention")
+             if (value := getattr(args, name)) is not None}
+    given |= {"schedule": None} if getattr(args, "no_schedule", False) else {}
+    given |= {"alert_webhook": None} if getattr(args, "no_alert_webhook", False) else {}
+    return given
+
+
 def _create(args, config) -> int:
     from control import db, options, resources
 
-    given = {name: value for name, value in (("schedule", args.schedule), ("timezone", args.timezone),
-                                             ("alert_webhook", args.alert_webhook), ("retention", args.retention))
-             if value is not None}
     try:
-        chosen = options.validate(given, policy=options.policy(config))
+        chosen = options.validate(_given(args), policy=options.policy(config))
     except options.OptionError as e:
         raise settings.ConfigError(str(e)) from e
     with db.open_pool(config["DATABASE_URL"], max_size=1) as pool, pool.connection() as conn:
@@ -111,11 +117,6 @@ def _update(args, config) -> int:
     from control import db, options, resources
     from control.api import public_resource
 
-    given = {name: value for name, value in (("schedule", args.schedule), ("timezone", args.timezone),
-                                             ("alert_webhook", args.alert_webhook), ("retention", args.retention))
-             if value is not None}
-    given |= {"schedule": None} if args.no_schedule else {}
-    given |= {"alert_webhook": None} if args.no_alert_webhook else {}
     try:
         resource_id = uuid.UUID(args.id)
     except ValueError:
@@ -125,7 +126,7 @@ def _update(args, config) -> int:
         if resource is None:
             raise settings.ConfigError(f"no resource {resource_id}")
         try:
-            changed = resources.change(conn, config, resource, given)
+            changed = resources.change(conn, config, resource, _given(args))
         except options.OptionError as e:
             raise settings.ConfigError(str(e)) from e
     print(json.dumps(public_resource(config, changed)))

@@ -39,7 +39,7 @@ def deliver(pool: ConnectionPool, config: Mapping, *, policy: webhooks.Policy | 
             posts = {threads.submit(_post, config, policy, delivery, deadline=left): delivery for delivery in batch}
             done, _ = concurrent.futures.wait(posts, timeout=left)
             for post, delivery in posts.items():
-                error = post.result() if post in done else f"no answer within {round(left, 1):g} s"
+                error = post.result() if post in done else webhooks.no_answer(left)
                 _record(pool, delivery, error)
                 delivered += error is None
     finally:

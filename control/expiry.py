@@ -17,7 +17,7 @@ import logging
 
 from psycopg_pool import ConnectionPool
 
-from control import resources
+from control import resources, uploads
 from control.store import Store
 from runner import prune, retention
 
@@ -106,10 +106,7 @@ def _purge(pool: ConnectionPool, store: Store, resource: dict) -> int:
 def _abort_ended(pool: ConnectionPool, store: Store) -> int:
     """Abort the uploads that runs which have ended left open (they failed, or a start was retried)."""
     with pool.connection() as conn:
-        open_uploads = conn.execute(
-            "select u.*, r.resource_id from storage_uploads u join runs r on r.id = u.run_id"
-            " where u.completed_at is null and u.aborted_at is null and r.state in ('succeeded', 'failed', 'lost')"
-            " limit %s", (ENDED_BATCH,)).fetchall()
+        open_uploads = uploads.open_of_ended_runs(conn, limit=ENDED_BATCH)
     aborted = 0
     for upload in open_uploads:
         try:
@@ -118,7 +115,6 @@ def _abort_ended(pool: ConnectionPool, store: Store) -> int:
             log.exception("aborting upload %s of resource %s failed", upload["id"], upload["resource_id"])
             continue
         with pool.connection() as conn:
-            conn.execute("update storage_uploads set aborted_at = now() where id = %s", (upload["id"],))
-            conn.execute("delete from storage_parts where upload = %s", (upload["id"],))
+            uploads.end(conn, upload["id"], completed=False)
         aborted += 1
     return aborted

@@ -13,7 +13,7 @@ import uuid
 
 from flask import Blueprint, abort, current_app, jsonify, redirect, request, session, url_for
 
-from control import db, inputs, oauth, options, resources, tokens
+from control import db, inputs, keys, oauth, options, resources, tokens
 from control import sso as heroku_sso
 
 bp = Blueprint("heroku", __name__, url_prefix="/heroku")
@@ -123,12 +123,11 @@ def change_plan(resource_id):
 
 @bp.delete("/resources/<uuid:resource_id>")
 def deprovision(resource_id):
-    """Stop its schedule and forget its Heroku tokens; 410 for one already gone (or never here)."""
+    """Stop its schedule and forget every secret it kept sealed; 410 for one already gone (or never here)."""
+    forget = ", ".join(f"{column} = null" for column in keys.SEALED)
     with db.pool().connection() as conn:
-        found = conn.execute(
-            "update resources set deprovisioned_at = now(), next_run_at = null, oauth_access_token = null,"
-            " oauth_refresh_token = null, oauth_grant_code = null, api_token_sealed = null,"
-            " alert_webhook_sealed = null where id = %s and deprovisioned_at is null", (resource_id,)).rowcount
+        found = conn.execute(f"update resources set deprovisioned_at = now(), next_run_at = null, {forget}"
+                             " where id = %s and deprovisioned_at is null", (resource_id,)).rowcount
     if not found:
         abort(410, "this add-on is already deprovisioned")
     return "", 204

@@ -44,6 +44,11 @@ def is_whole_number(text: str) -> bool:
     return _NUMBER.fullmatch(text) is not None
 
 
+def is_count(value, *, most: int) -> bool:
+    """Whether a JSON value is a whole number from 0 to ``most`` (``true`` is an int to Python, not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+
+
 def text(value, *, name: str, pattern: str, most: int = 100) -> str:
     """``value`` if it is a string matching ``pattern`` (at most ``most`` characters); 400 naming it otherwise."""
     if not isinstance(value, str) or len(value) > most or not re.fullmatch(pattern, value):

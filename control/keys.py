@@ -13,6 +13,7 @@ from psycopg import Connection
 
 from control import tokens
 
+# every column of resources that holds a sealed value: rotated here, forgotten at deprovisioning
 SEALED = ("oauth_access_token", "oauth_refresh_token", "oauth_grant_code", "api_token_sealed", "alert_webhook_sealed")
 BATCH = 500
 

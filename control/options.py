@@ -10,7 +10,6 @@ is written), so that no value the clock or the webhook sender would choke on is 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import Mapping
 
 from control import schedules, settings, webhooks
@@ -34,8 +33,7 @@ class Options:
     retention: str = DEFAULT_RETENTION  # normalized, as str(retention.Policy) writes it
 
 
-def validate(given: Mapping, *, policy: webhooks.Policy, default_schedule: str | None = None,
-             min_interval: datetime.timedelta = schedules.MIN_INTERVAL) -> Options:
+def validate(given: Mapping, *, policy: webhooks.Policy, default_schedule: str | None = None) -> Options:
     """The options in ``given`` (absent ones take their defaults), or OptionError for the first bad one."""
     if not isinstance(given, Mapping):
         raise OptionError("options must be an object")
@@ -46,7 +44,7 @@ def validate(given: Mapping, *, policy: webhooks.Policy, default_schedule: str |
     timezone = given.get("timezone", DEFAULT_TIMEZONE)
     webhook = given.get("alert_webhook")
     try:
-        schedules.check(schedule, timezone, min_interval=min_interval)
+        schedules.check(schedule, timezone)
         if webhook is not None:
             policy.validate(webhook)
     except (schedules.ScheduleError, webhooks.WebhookError) as e:

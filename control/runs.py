@@ -19,7 +19,7 @@ import uuid
 
 from psycopg import Connection
 
-from control import resources, tokens
+from control import inputs, resources, tokens
 from control.launchers import Launcher, LaunchError, LaunchRefused, LaunchSpec, LaunchUnconfirmed
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ ENDED = ("succeeded", "failed", "lost")
 MAX_ERROR = 1000  # characters of the runner's one-line error kept
 MAX_COUNT = 2**63 - 1  # bigint
 MAX_EXIT_CODE = 255
+BACKUP_ID = re.compile(r"[0-9A-Za-z-]{1,64}")  # a backup id as a run reports it
 PULLED = "run-due"  # the handle of a run its helper app took (control/pulling.py): no launcher knows its process
 
 
@@ -44,13 +45,12 @@ class StartedElsewhere(Exception):
     """Another process of this run sent ``started`` first."""
 
 
-def enqueue(conn: Connection, resource_id, *, trigger: str, time_to_live: int,
-            scheduled_for: datetime.datetime | None = None) -> dict | None:
-    """Queue a run; None if the resource has an active run already (or this scheduled time has its run)."""
+def enqueue(conn: Connection, resource_id, *, trigger: str, time_to_live: int) -> dict | None:
+    """Queue a run; None if the resource has an active run already."""
     return conn.execute(
-        "insert into runs (id, resource_id, trigger, scheduled_for, time_to_live) values (%s, %s, %s, %s, %s)"
+        "insert into runs (id, resource_id, trigger, time_to_live) values (%s, %s, %s, %s)"
         " on conflict do nothing returning *",
-        (uuid.uuid4(), resource_id, trigger, scheduled_for, time_to_live),
+        (uuid.uuid4(), resource_id, trigger, time_to_live),
     ).fetchone()
 
 
@@ -62,6 +62,10 @@ def failed(conn: Connection, resource_id, *, trigger: str, time_to_live: int, er
         " values (%s, %s, %s, %s, 'failed', %s, now(), %s) on conflict do nothing",
         (uuid.uuid4(), resource_id, trigger, scheduled_for, time_to_live, error[:MAX_ERROR]),
     )
+
+
+def get(conn: Connection, run_id) -> dict | None:
+    return conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
 
 
 def active(conn: Connection, resource_id) -> dict | None:
@@ -183,8 +187,7 @@ def record_event(conn: Connection, run: dict, event: dict, *, grace: int) -> dic
     if updated is not None:
         return updated
     # a process of the same run got there first, or the run ended meanwhile
-    if process is not None and conn.execute("select started_by from runs where id = %s",
-                                            (run["id"],)).fetchone()["started_by"] not in (None, process):
+    if process is not None and get(conn, run["id"])["started_by"] not in (None, process):
         raise StartedElsewhere
     raise RunEnded
 
@@ -203,7 +206,7 @@ def _event_update(event: dict) -> tuple[str, tuple]:
         if not isinstance(sha256, str) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise EventError("sha256 must be 64 lowercase hex digits")
         backup_id = event.get("backup_id")
-        if not isinstance(backup_id, str) or not re.fullmatch(r"[0-9A-Za-z-]{1,64}", backup_id):
+        if not isinstance(backup_id, str) or not BACKUP_ID.fullmatch(backup_id):
             raise EventError("backup_id must be a backup id")
         encrypted = _count(event, "encrypted_bytes")
         return (
@@ -222,7 +225,7 @@ def _event_update(event: dict) -> tuple[str, tuple]:
 
 def _count(event: dict, name: str, *, most: int = MAX_COUNT) -> int:
     value = event.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+    if not inputs.is_count(value, most=most):
         raise EventError(f"{name} must be a whole number from 0 to {most}")
     return value
 

@@ -22,8 +22,7 @@ def _zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
-def check(schedule: str | None, timezone: str, *, min_interval: datetime.timedelta = MIN_INTERVAL,
-          now: datetime.datetime | None = None) -> None:
+def check(schedule: str | None, timezone: str, *, min_interval: datetime.timedelta = MIN_INTERVAL) -> None:
     """Raise ScheduleError naming what is wrong with a schedule or time zone.
 
     croniter takes 6 and 7 fields (seconds, years) and expressions that never fire: each would
@@ -37,7 +36,7 @@ def check(schedule: str | None, timezone: str, *, min_interval: datetime.timedel
     if not isinstance(schedule, str) or len(schedule) > MAX_LENGTH or len(schedule.split()) != 5:
         raise ScheduleError(f"schedule {_shown(schedule)} is not a cron expression of five fields "
                             "(minute hour day month weekday, e.g. '0 3 * * *')")
-    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
     try:
         next_after(schedule, timezone, now)
         period(schedule, timezone, now)

@@ -19,7 +19,7 @@ import uuid
 import psycopg
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from control import api, db, inputs, resources, runs, tokens
+from control import api, db, inputs, resources, runs, uploads
 from control.store import Store
 from runner import catalog
 from runner.errors import ObjectNotFound, RemoraError, StorageError
@@ -41,11 +41,8 @@ def store() -> Store:
 
 def writing_run(run_id) -> tuple[dict, dict]:
     """The run whose token came with the request, and its resource: a live run of a managed resource."""
-    token = api.bearer()
+    run = api.authorized_run(run_id)
     with db.pool().connection() as conn:
-        run = conn.execute("select * from runs where id = %s", (run_id,)).fetchone()
-        if run is None or not tokens.matches(token, run["token_hash"]):
-            abort(401, "invalid run token")
         resource = resources.get(conn, run["resource_id"])
     if resource is None or not runs.accepts_events(run, grace=current_app.config["LOST_GRACE"]):
         abort(403, f"run has ended ({run['state']}) or outlived its time to live")
@@ -101,23 +98,21 @@ def begin(run_id):
     key = inputs.json_object().get("key")
     file = _claim(run, key, suffix=catalog.ARCHIVE_SUFFIX, what="a backup's archive (a manifest is stored whole)")
     with db.pool().connection() as conn:
-        started = conn.execute("select count(*) as n from storage_uploads where run_id = %s", (run["id"],)).fetchone()
-    if started["n"] >= MAX_UPLOADS:
+        started = uploads.count(conn, run["id"])
+    if started >= MAX_UPLOADS:
         abort(409, f"this run has started {MAX_UPLOADS} uploads already")
     with storage_failures():
         if store().exists(resource["id"], key):
             abort(409, f"{key} is stored already")
         upload_id = store().begin(resource["id"], key, taken=catalog.id_time(file.id))
     with db.pool().connection() as conn:
-        row = conn.execute("insert into storage_uploads (id, run_id, key, upload_id) values (%s, %s, %s, %s)"
-                           " returning id", (uuid.uuid4(), run["id"], key, upload_id)).fetchone()
-    return jsonify(upload=str(row["id"])), 201
+        kept = uploads.start(conn, run["id"], key, upload_id)
+    return jsonify(upload=str(kept)), 201
 
 
 def _open_upload(run: dict, upload: uuid.UUID) -> dict:
     with db.pool().connection() as conn:
-        found = conn.execute("select * from storage_uploads where id = %s and run_id = %s",
-                             (upload, run["id"])).fetchone()
+        found = uploads.get(conn, run["id"], upload)
     if found is None or found["aborted_at"] is not None:
         abort(404, "no such upload")
     return found
@@ -128,7 +123,7 @@ def grant_part(run_id, upload, number):
     run, resource = writing_run(run_id)
     body = inputs.json_object()
     size, sha256 = body.get("size"), body.get("sha256")
-    if not (1 <= number <= MAX_PARTS and _count(size) and size <= MAX_PART_SIZE):
+    if not (1 <= number <= MAX_PARTS and inputs.is_count(size, most=MAX_PART_SIZE)):
         abort(400, f"parts are numbered 1 to {MAX_PARTS} and hold at most {MAX_PART_SIZE} bytes")
     if not _is_sha256(sha256):
         abort(400, "sha256 must be a SHA-256 in base64")
@@ -136,9 +131,7 @@ def grant_part(run_id, upload, number):
     if found["completed_at"] is not None:
         abort(409, "the upload is complete")
     with db.pool().connection() as conn:
-        conn.execute("insert into storage_parts (upload, number, sha256, size) values (%s, %s, %s, %s)"
-                     " on conflict (upload, number) do update set sha256 = excluded.sha256, size = excluded.size",
-                     (upload, number, sha256, size))
+        uploads.grant_part(conn, upload, number, sha256, size)
     url, headers = store().part_url(resource["id"], found["key"], found["upload_id"], number, sha256)
     return jsonify(url=url, headers=headers)
 
@@ -150,15 +143,13 @@ def complete(run_id, upload):
     found = _open_upload(run, upload)
     if found["completed_at"] is None:
         with db.pool().connection() as conn:
-            parts = conn.execute("select number, sha256, size from storage_parts where upload = %s order by number",
-                                 (upload,)).fetchall()
-        granted = [(p["number"], p["sha256"], p["size"]) for p in parts]
+            granted = uploads.granted(conn, upload)
         if [p[0] for p in granted] != list(range(1, len(granted) + 1)) or (
                 body.get("parts"), body.get("bytes")) != (len(granted), sum(p[2] for p in granted)):
             abort(409, "the parts granted are not the parts and bytes the run says it sent")
         with storage_failures():
             store().complete(resource["id"], found["key"], found["upload_id"], granted)
-        _end_upload(found, "completed_at")
+        _end_upload(found, completed=True)
     _abort_others(resource, run, keep=found["id"])
     return jsonify(key=found["key"])
 
@@ -170,28 +161,26 @@ def abort_upload(run_id, upload):
     if found["completed_at"] is None:
         with storage_failures():
             store().abort(resource["id"], found["key"], found["upload_id"])
-        _end_upload(found, "aborted_at")
+        _end_upload(found, completed=False)
     return "", 204
 
 
-def _end_upload(upload: dict, column: str) -> None:
+def _end_upload(upload: dict, *, completed: bool) -> None:
     with db.pool().connection() as conn:
-        conn.execute(f"update storage_uploads set {column} = now() where id = %s", (upload["id"],))
-        conn.execute("delete from storage_parts where upload = %s", (upload["id"],))
+        uploads.end(conn, upload["id"], completed=completed)
 
 
 def _abort_others(resource: dict, run: dict, *, keep) -> None:
     """Abort the run's other open uploads: a start that was retried after its answer was lost."""
     with db.pool().connection() as conn:
-        strays = conn.execute("select * from storage_uploads where run_id = %s and id <> %s and completed_at is null"
-                              " and aborted_at is null", (run["id"], keep)).fetchall()
+        strays = uploads.open_besides(conn, run["id"], keep)
     for stray in strays:
         try:
             store().abort(resource["id"], stray["key"], stray["upload_id"])
         except StorageError as e:  # the backup is whole all the same; the clock aborts it once the run ends
             current_app.logger.warning("aborting a stray upload of run %s failed: %s", run["id"], e.one_line())
             continue
-        _end_upload(stray, "aborted_at")
+        _end_upload(stray, completed=False)
 
 
 @bp.put("/runs/<uuid:run_id>/storage/objects/<path:key>")
@@ -257,8 +246,7 @@ def show_object(resource_id, key):
 
 
 def _public(info) -> dict:
-    modified = info.modified.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"key": info.key, "size": info.size, "modified": modified}
+    return {"key": info.key, "size": info.size, "modified": runs.iso(info.modified)}
 
 
 def _is_prefix(text: str) -> bool:
@@ -270,10 +258,6 @@ def _is_prefix(text: str) -> bool:
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_sha256(value) -> bool:

@@ -121,7 +121,7 @@ def post(url: str, body: dict, *, policy: Policy, deadline: float) -> int:
         status = _exchange(address, port, request.encode() + data, tls_host=parts.hostname
                            if parts.scheme == "https" else None, end=end)
     except TimeoutError as e:
-        raise WebhookError(f"no answer within {round(deadline, 1):g} s") from e
+        raise WebhookError(no_answer(deadline)) from e
     except (OSError, ssl.SSLError) as e:
         raise WebhookError(f"could not be reached ({type(e).__name__}: {e.strerror or e})") from e
     if 300 <= status < 400:
@@ -129,6 +129,11 @@ def post(url: str, body: dict, *, policy: Policy, deadline: float) -> int:
     if not 200 <= status < 300:
         raise WebhookError(f"answered HTTP {status}")
     return status
+
+
+def no_answer(deadline: float) -> str:
+    """What a webhook that ran out of ``deadline`` seconds is said to have done, however it ran out."""
+    return f"no answer within {round(deadline, 1):g} s"  # a deadline of 1.99997 s reads as 2 s
 
 
 def _cut(sock: socket.socket) -> None:

@@ -151,13 +151,13 @@ def start_web(env: dict[str, str], port: int, *, workers: int = 1) -> subprocess
     raise AssertionError(f"remora-control web did not answer:\n{web.communicate()[0]}")
 
 
-def make_resource(app, *, app_name: str = "helper-app", **given) -> tuple[dict, str]:
+def make_resource(app, *, app_name: str = "helper-app", plan: str = "byo", **given) -> tuple[dict, str]:
     """A resource created straight in the app's database, with these options; returns it and its API token."""
     from control import options, resources
 
     chosen = options.validate(given, policy=options.policy(app.config))
     with app.extensions["remora.pool"].connection() as conn:
-        return resources.create(conn, app.config, chosen, app=app_name)
+        return resources.create(conn, app.config, chosen, app=app_name, plan=plan)
 
 
 def work(app, launcher: Launcher | None = None) -> int:
@@ -166,6 +166,15 @@ def work(app, launcher: Launcher | None = None) -> int:
 
     pool = app.extensions["remora.pool"]
     return worker.launch_queued(pool, launcher or launchers.from_config(app.config, pool), app.config)
+
+
+def clock_pass(app, *, times: int = 1) -> None:
+    """Passes of the clock over ``app``'s database (and its storage, if any), as `remora-control clock` makes them."""
+    from control import clock, launchers
+
+    pool = app.extensions["remora.pool"]
+    for _ in range(times):
+        clock.tick(pool, launchers.from_config(app.config, pool), app.config, app.extensions["remora.store"])
 
 
 def due_schedules(url: str, count: int) -> None:
@@ -177,5 +186,5 @@ def due_schedules(url: str, count: int) -> None:
             " now() - interval '1 minute' from generate_series(1, %s) n", (count,))
 
 
-__all__ = ["REPO", "RecordingLauncher", "connect", "control_argv", "control_env", "due_schedules", "make_resource",
+__all__ = ["REPO", "RecordingLauncher", "clock_pass", "connect", "control_argv", "control_env", "due_schedules", "make_resource",
            "migrated_database", "provision_body", "sso_form", "start_web", "work"]

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 import pytest
 from werkzeug.serving import make_server
 
-from control import clock, create_app, launchers, options, resources, runs
+from control import create_app, runs
 from control.store import Store
 from runner.config import Config
 from runner.targets import Target, open_target
-from tests.controlplane import SECRET_KEY, SSO_SALT
+from tests.controlplane import SECRET_KEY, SSO_SALT, make_resource
 from tests.servers.util import free_port, serving
 
 SMALL_PARTS = {"REMORA_S3_PART_SIZE_MB": "5", "REMORA_S3_CONCURRENCY": "2"}
@@ -40,9 +40,7 @@ class ManagedPlane:
 
     def resource(self, *, plan: str = "managed", **given) -> tuple[dict, str]:
         """A resource on ``plan`` with these options, and its API token."""
-        chosen = options.validate(given, policy=options.policy(self.app.config))
-        with self.pool.connection() as conn:
-            return resources.create(conn, self.app.config, chosen, app="helper-app", plan=plan)
+        return make_resource(self.app, plan=plan, **given)
 
     def run(self, resource: dict) -> tuple[dict, str]:
         """A run of ``resource`` as a worker claims it to launch it (nothing is launched), and its token."""
@@ -86,12 +84,6 @@ def serving_control_plane(database_url: str, launcher, storage: dict) -> Iterato
 def managed_plane(control_db, launcher, storage_config) -> Iterator[ManagedPlane]:
     with serving_control_plane(control_db, launcher, storage_config) as plane:
         yield plane
-
-
-def clock_pass(app) -> None:
-    """One pass of the clock over ``app``'s database and storage, as `remora-control clock` makes them."""
-    pool = app.extensions["remora.pool"]
-    clock.tick(pool, launchers.from_config(app.config, pool), app.config, app.extensions["remora.store"])
 
 
 def bucket_state(client, storage_url: str) -> dict:

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from control import clock
 from control.launchers import RUNNING
-from tests.controlplane import connect, make_resource, work
+from tests.controlplane import clock_pass, connect, make_resource, work
 from tests.receiver import receiver
 
 SHA = "cd" * 32
-
-
-def _tick(app, launcher, times: int = 1) -> None:
-    for _ in range(times):
-        clock.tick(app.extensions["remora.pool"], launcher, app.config)
 
 
 def _trigger(client, app, launcher, resource, token) -> dict:
@@ -43,7 +37,7 @@ def test_a_run_that_never_reports_becomes_lost_and_the_webhook_fires_once(app, c
         late = _trigger(client, app, launcher, other, other_token)
         _age(control_db, silent["id"], app.config["RUN_TTL"] + app.config["LOST_GRACE"] + 1)
         _age(control_db, late["id"], app.config["RUN_TTL"])  # late, but within the grace
-        _tick(app, launcher, times=3)
+        clock_pass(app, times=3)
         with connect(control_db) as conn:
             states = {r["id"]: (r["state"], r["error"])
                       for r in conn.execute("select id::text as id, state, error from runs")}
@@ -56,7 +50,7 @@ def test_a_run_that_never_reports_becomes_lost_and_the_webhook_fires_once(app, c
 
         again = _trigger(client, app, launcher, resource, token)  # the lost run is no longer active
         _succeed(client, again["id"], launcher.specs[2].run_token)
-        _tick(app, launcher, times=2)
+        clock_pass(app, times=2)
     assert [body["event"] for body in webhook.bodies()] == ["backups.missing", "backups.recovered"]
 
 
@@ -65,7 +59,7 @@ def test_a_process_still_running_past_its_time_is_lost_too(app, client, launcher
     run = _trigger(client, app, launcher, resource, token)
     launcher.states["recorded-1"] = RUNNING
     _age(control_db, run["id"], app.config["RUN_TTL"] + app.config["LOST_GRACE"] + 1)
-    _tick(app, launcher)
+    clock_pass(app)
     with connect(control_db) as conn:
         row = conn.execute("select state, error from runs").fetchone()
         opened = conn.execute("select alert_open from resources").fetchone()["alert_open"]
@@ -81,12 +75,12 @@ def test_no_success_within_the_window_alerts_once_and_an_unreachable_webhook_is_
         with connect(control_db) as conn:
             conn.execute("update resources set created_at = now() - interval '2 days'")
         webhook.status = 500
-        _tick(app, launcher)
+        clock_pass(app)
         with connect(control_db) as conn:
             delivery = conn.execute("select * from webhook_deliveries").fetchone()
             assert (delivery["attempts"], delivery["last_error"]) == (1, "answered HTTP 500")
             conn.execute("update webhook_deliveries set next_attempt_at = now()")  # its retry comes due
         webhook.status = 200
-        _tick(app, launcher, times=3)
+        clock_pass(app, times=3)
     assert [body["event"] for body in webhook.bodies()] == ["backups.missing", "backups.missing"]
     assert "no successful backup in" in webhook.bodies()[-1]["reason"]

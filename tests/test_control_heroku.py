@@ -9,16 +9,11 @@ import uuid
 
 import pytest
 
-from control import clock, create_app, keys, launchers, tokens
-from tests.controlplane import ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, connect, provision_body, sso_form, work
+from control import create_app, keys, tokens
+from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, clock_pass, connect, provision_body, sso_form,
+                                work)
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
-
-
-def _tick(app) -> None:
-    """One pass of the clock, as `remora-control clock` runs it."""
-    pool = app.extensions["remora.pool"]
-    clock.tick(pool, launchers.from_config(app.config, pool), app.config)
 
 
 def _exchanges(heroku) -> list[dict]:
@@ -42,7 +37,7 @@ def test_provisioning_answers_at_once_and_the_clock_exchanges_the_grant(heroku_a
     kept = _resource(heroku_app)
     assert tokens.unseal(heroku_app.config, kept["oauth_grant_code"]) == body["oauth_grant"]["code"]
     assert body["oauth_grant"]["code"].encode() not in bytes(kept["oauth_grant_code"])
-    _tick(heroku_app)
+    clock_pass(heroku_app)
     [exchange] = heroku.requests
     assert "grant_type=authorization_code" in exchange["body"] and f"client_secret={CLIENT_SECRET}" in exchange["body"]
     row = _resource(heroku_app)
@@ -60,7 +55,7 @@ def test_provisioning_twice_with_the_same_grant_exchanges_it_once(heroku_app, he
     client = heroku_app.test_client()
     body = provision_body(heroku, schedule="30 2 * * *", timezone="Europe/Paris")
     first = client.post("/heroku/resources", json=body, headers=BASIC)
-    _tick(heroku_app)
+    clock_pass(heroku_app)
     again = client.post("/heroku/resources", json=body, headers=BASIC)
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json == again.json
@@ -68,7 +63,7 @@ def test_provisioning_twice_with_the_same_grant_exchanges_it_once(heroku_app, he
     queued = client.post(f"/api/v1/resources/{body['uuid']}/backups",
                          headers={"Authorization": f"Bearer {first.json['config']['REMORA_API_TOKEN']}"})
     assert queued.status_code == 202, queued.json
-    _tick(heroku_app)  # the worker launches it
+    clock_pass(heroku_app)  # the worker launches it
     assert len(_exchanges(heroku)) == 1 and len(heroku.dynos) == 1
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n, min(timezone) as tz from resources").fetchone() == \
@@ -85,7 +80,7 @@ def test_a_launch_before_the_clock_exchanges_the_grant_itself_once(heroku_app, h
     assert queued.status_code == 202, queued.json
     assert work(heroku_app) == 1  # what a trigger's NOTIFY makes the worker do, before any clock pass
     assert len(_exchanges(heroku)) == 1 and len(heroku.dynos) == 1
-    _tick(heroku_app)
+    clock_pass(heroku_app)
     assert len(_exchanges(heroku)) == 1 and heroku.problems == []
 
 
@@ -95,7 +90,7 @@ def test_a_provision_without_a_grant_makes_a_pulled_resource(heroku_app, heroku)
     assert answer.status_code == 201, answer.json
     assert answer.json["message"].startswith("Remora's backups run when the helper app asks for them: add Heroku "
                                              "Scheduler to the helper app")  # what Heroku shows the customer
-    _tick(heroku_app)
+    clock_pass(heroku_app)
     row = _resource(heroku_app)
     assert (row["run_mode"], row["run_mode_reason"]) == ("pulled", "Heroku sent no authorization with the provision")
     assert heroku.requests == []
@@ -111,8 +106,8 @@ def test_a_grant_that_cannot_be_exchanged_leaves_the_resource_pulled(heroku_app,
     body = provision_body(heroku)
     spoil(body["oauth_grant"])
     assert heroku_app.test_client().post("/heroku/resources", json=body, headers=BASIC).status_code == 201
-    _tick(heroku_app)
-    _tick(heroku_app)
+    clock_pass(heroku_app)
+    clock_pass(heroku_app)
     row = _resource(heroku_app)
     assert (row["run_mode"], row["run_mode_reason"], row["oauth_grant_code"]) == ("pulled", reason, None)
     assert len(_exchanges(heroku)) == (1 if "refused" in reason else 0)
@@ -131,7 +126,7 @@ def test_a_bad_provision_is_answered_with_a_message_and_provisions_nothing(herok
     change(body)
     refused = heroku_app.test_client().post("/heroku/resources", json=body, headers=BASIC)
     assert refused.status_code == status and words in refused.json["message"], refused.json
-    _tick(heroku_app)
+    clock_pass(heroku_app)
     with connect(heroku_app.config["DATABASE_URL"]) as conn:
         assert conn.execute("select count(*) as n from resources").fetchone()["n"] == 0
     assert heroku.requests == []
@@ -154,6 +149,7 @@ def test_plan_change_and_deprovision_are_idempotent_and_a_gone_resource_is_410(h
     row = _resource(heroku_app)
     assert row["plan"] == "premium" and row["deprovisioned_at"] is not None
     assert row["oauth_grant_code"] is None and row["oauth_refresh_token"] is None and row["next_run_at"] is None
+    assert [name for name, value in row.items() if isinstance(value, bytes) and name != "api_token_hash"] == []
     token = answer["config"]["REMORA_API_TOKEN"]
     assert client.get(f"/api/v1/resources/{answer['id']}/backups",
                       headers={"Authorization": f"Bearer {token}"}).status_code == 401
@@ -272,7 +268,7 @@ def test_a_kept_grant_is_sealed_again_by_rotate_keys(heroku_app, heroku):
         assert keys.rotate(conn, rotating.config) == (1, [])
     rotating.extensions["remora.pool"].close()
     new_only = create_app({**heroku_app.config, "SECRET_KEY": new})
-    _tick(new_only)
+    clock_pass(new_only)
     new_only.extensions["remora.pool"].close()
     row = _resource(heroku_app)
     assert (row["oauth_grant_code"], row["run_mode"]) == (None, "launched") and len(_exchanges(heroku)) == 1

@@ -14,9 +14,9 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from control import clock, create_app, launchers, resources
-from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, connect, make_resource,
-                                provision_body, sso_form, work)
+from control import create_app, resources
+from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, CLIENT_SECRET, SECRET_KEY, clock_pass, connect,
+                                make_resource, provision_body, sso_form, work)
 from tests.helpers import ok, remora, target_folder
 from tests.receiver import receiver
 from tests.servers.util import free_port, serving
@@ -65,11 +65,6 @@ def _provisioned(app, heroku, **options) -> Helper:
     return Helper(answer.json()["config"])
 
 
-def _tick(app) -> None:
-    pool = app.extensions["remora.pool"]
-    clock.tick(pool, launchers.from_config(app.config, pool), app.config)
-
-
 def _dyno_creates(heroku) -> int:
     return sum(r["method"] == "POST" and r["path"].endswith("/dynos") for r in heroku.platform_requests())
 
@@ -99,7 +94,7 @@ def test_refused_dynos_make_the_resource_pulled_and_run_due_backs_up_as_a_launch
 
     with connect(plane.config["DATABASE_URL"]) as conn:  # the schedule comes due
         conn.execute("update resources set next_run_at = now() - interval '1 minute'")
-    _tick(plane)
+    clock_pass(plane)
     assert helper.newest_run()["state"] == "queued" and _dyno_creates(heroku) == 1  # left to the helper app
     scheduled_id = ok(remora("run-due", env=env)).stdout.strip()
     scheduled = helper.newest_run()
@@ -175,8 +170,7 @@ def test_a_helper_app_that_stops_asking_raises_backups_missing_once(app, launche
                          (silent["id"],))
             conn.execute("update resources set last_asked_at = now() - interval '5 minutes' where id = %s",
                          (asking["id"],))
-        for _ in range(3):
-            clock.tick(app.extensions["remora.pool"], launcher, app.config)
+        clock_pass(app, times=3)
     [missing] = hook.requests
     assert missing["path"] == "/silent" and missing["body"]["event"] == "backups.missing"
     reason = missing["body"]["reason"]
@@ -205,7 +199,7 @@ def test_a_pulled_run_its_helper_app_never_asked_for_is_lost_saying_so(app, clie
     client.post(f"/api/v1/resources/{resource['id']}/backups", headers={"Authorization": f"Bearer {token}"})
     with connect(control_db) as conn:
         conn.execute("update runs set created_at = now() - interval '1 day'")
-    clock.tick(app.extensions["remora.pool"], launcher, app.config)
+    clock_pass(app)
     with connect(control_db) as conn:
         run = conn.execute("select state, error from runs").fetchone()
     assert run["state"] == "lost" and launcher.specs == []

@@ -11,9 +11,8 @@ import subprocess
 
 import pytest
 
-from control import clock, launchers
-from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, REPO, connect, control_argv, control_env, make_resource,
-                                provision_body)
+from tests.controlplane import (ADDON_ID, ADDON_PASSWORD, REPO, clock_pass, connect, control_argv, control_env,
+                                make_resource, provision_body)
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(f"{ADDON_ID}:{ADDON_PASSWORD}".encode()).decode()}
 UTC = datetime.timezone.utc
@@ -43,8 +42,7 @@ def test_the_api_changes_the_settings_and_the_clock_uses_them_at_its_next_pass(a
 
     with connect(control_db) as conn:  # that time comes
         conn.execute("update resources set next_run_at = now() - interval '1 minute'")
-    pool = app.extensions["remora.pool"]
-    clock.tick(pool, launchers.from_config(app.config, pool), app.config)
+    clock_pass(app)
     assert len(launcher.specs) == 1
     moved = _when(client.get(path, headers=_auth(token)).json["resource"]["next_run_at"])
     assert moved > now and moved.minute == 47  # the new schedule's next time, not 03:00

@@ -13,11 +13,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.controlplane import clock_pass
 from tests.faults.harness import MIB, FaultRun, Stored, assert_outcome
 from tests.faults.proxy import FaultProxy, Refuse
 from tests.faults.table import ATTEMPTS, FAULTS, Fault
 from tests.helpers import REPO, target_folder
-from tests.managed import SMALL_PARTS, clock_pass
+from tests.managed import SMALL_PARTS
 from tests.servers.postgres import add_blob_table
 from tests.servers.sshd import running_sshd, sftp_env
 

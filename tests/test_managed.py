@@ -7,7 +7,6 @@ authentication on and Object Lock (tests/servers/seaweed.py).
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime
 import hashlib
 import json
@@ -167,12 +166,12 @@ def test_the_clock_deletes_what_the_policy_drops_and_after_the_grace_never_what_
     def listed(resource) -> set[str]:
         return {info.key for info in store.target(resource["id"]).list()}
 
-    def clock_pass(grace_days: int) -> None:
+    def expiry_pass(grace_days: int) -> None:
         with plane.pool.connection() as conn:
             conn.execute("update resources set storage_checked_at = null")
         expiry.run(plane.pool, store, grace=datetime.timedelta(days=grace_days))
 
-    clock_pass(grace_days=3)
+    expiry_pass(grace_days=3)
     policy_keeps = {ids["newest"]} | {ids[name] for name, (_, reason) in CRAFTED.items() if reason}
     expected = {catalog.archive_key("shop", i) for i in policy_keeps} | {
         catalog.manifest_key("shop", i) for i in policy_keeps}
@@ -183,12 +182,12 @@ def test_the_clock_deletes_what_the_policy_drops_and_after_the_grace_never_what_
     [held] = [v for v in store.versions(kept_by_policy["id"], locked) if v.locked_until is not None]
     with pytest.raises(StorageError, match="access denied"):  # not even with the control plane's credentials
         store.delete(kept_by_policy["id"], [held])
-    clock_pass(grace_days=1)
+    expiry_pass(grace_days=1)
     assert listed(kept_by_policy) == expected | whole
     assert listed(gone) == {locked}, "deleted after the grace period, but what is locked"
 
     time.sleep(max(0.0, max(v.locked_until for v in store.versions(gone["id"])).timestamp() - time.time() + 0.5))
-    clock_pass(grace_days=1)
+    expiry_pass(grace_days=1)
     assert listed(kept_by_policy) == expected
     assert store.versions(gone["id"]) == []
     with plane.pool.connection() as conn:

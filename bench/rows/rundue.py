@@ -16,8 +16,8 @@ from werkzeug.serving import make_server
 from bench.commands import timed
 from bench.context import Bench
 from bench.measure import Figure, Goal, Sample, rounds, values
-from control import create_app, options, resources
-from tests.controlplane import REPO, RecordingLauncher, SECRET_KEY
+from control import create_app
+from tests.controlplane import REPO, SECRET_KEY, RecordingLauncher, make_resource
 from tests.helpers import base_env
 from tests.servers.util import free_port, serving
 
@@ -46,9 +46,7 @@ def _plane(url: str) -> Iterator[dict[str, str]]:
     port = free_port()
     app = create_app({"SECRET_KEY": SECRET_KEY, "DATABASE_URL": url, "LAUNCHER": RecordingLauncher(),
                       "CONTROL_URL": f"http://127.0.0.1:{port}"})
-    with app.extensions["remora.pool"].connection() as conn:
-        resource, token = resources.create(conn, app.config, options.validate({}, policy=options.policy(app.config)),
-                                           app="bench-helper")
+    resource, token = make_resource(app, app_name="bench-helper")
     try:
         with serving(make_server("127.0.0.1", port, app, threaded=True)):
             yield {**base_env(), "REMORA_API_URL": f"http://127.0.0.1:{port}/api/v1/resources/{resource['id']}",
