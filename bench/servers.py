@@ -22,13 +22,19 @@ class Servers:
     signer: GpgKey  # the helper app's signing key: every runner backup is signed, as on Heroku
 
 
+# The storage servers stand in for storage on another machine, as on Heroku, where they take no CPU
+# from pg_dump: here they share its two cores, so they run at the lowest priority and get what the
+# backup leaves (docs/benchmarks.md says what that changed).
+STORAGE_NICENESS = 19
+
+
 @contextlib.contextmanager
 def started(cache: Path, work: Path) -> Iterator[Servers]:
     """PostgreSQL kept in ``cache`` (its databases outlive the run), and the rest in ``work``."""
     with contextlib.ExitStack() as stack:
         cluster = stack.enter_context(running_cluster(keep=cache / f"pg{PG_BIN.parent.name}"))
-        s3 = stack.enter_context(running_weed())
-        sshd = stack.enter_context(running_sshd(work / "sshd"))
+        s3 = stack.enter_context(running_weed(niceness=STORAGE_NICENESS))
+        sshd = stack.enter_context(running_sshd(work / "sshd", niceness=STORAGE_NICENESS))
         key = make_key(work / "gnupg", "Bench DBA <dba@example.com>")
         stack.callback(stop_agent, key.home)
         signer = make_key(work / "signer", "Bench signer <signer@example.com>", algo="ed25519", usage="sign")

@@ -22,6 +22,7 @@ import contextlib
 import ctypes
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import secrets
@@ -128,9 +129,10 @@ _prctl = ctypes.CDLL(None, use_errno=True).prctl
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """Have the kernel kill weed if pytest itself dies before its finalizers run."""
+def _die_with_parent(niceness: int = 0) -> None:
+    """Have the kernel kill weed if pytest itself dies before its finalizers run (and lower its priority)."""
     _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.nice(niceness)
 
 
 def _write_s3_config(path: Path, server: S3Server) -> None:
@@ -188,7 +190,7 @@ def _stop(proc: subprocess.Popen, ports: dict[str, int]) -> None:
                 sock.unlink(missing_ok=True)
 
 
-def _start(weed: Path, base: Path, server: S3Server, env: dict[str, str]):
+def _start(weed: Path, base: Path, server: S3Server, env: dict[str, str], niceness: int):
     """Start weed mini on fresh ports until it answers (returns it and its ports); else fail loudly."""
     for attempt in range(1, START_ATTEMPTS + 1):
         shutil.rmtree(base / "data", ignore_errors=True)
@@ -197,7 +199,8 @@ def _start(weed: Path, base: Path, server: S3Server, env: dict[str, str]):
         log = base / f"weed-{attempt}.out"
         with open(log, "wb") as out:
             proc = subprocess.Popen(argv, cwd=base, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                    stderr=subprocess.STDOUT,
+                                    preexec_fn=functools.partial(_die_with_parent, niceness))
         try:
             _wait_ready(proc, server, log)
             return proc, ports
@@ -211,8 +214,11 @@ def _start(weed: Path, base: Path, server: S3Server, env: dict[str, str]):
 
 
 @contextlib.contextmanager
-def running_weed() -> Iterator[S3Server]:
-    """Start ``weed mini`` in a temporary folder; stop it and remove the folder afterwards."""
+def running_weed(*, niceness: int = 0) -> Iterator[S3Server]:
+    """Start ``weed mini`` in a temporary folder; stop it and remove the folder afterwards.
+
+    ``niceness``: its CPU priority, lowered (as by ``nice``) for the benchmark.
+    """
     weed = weed_binary()
     base = Path(tempfile.mkdtemp(prefix="remora-s3-"))
     server = S3Server(endpoint_url="", access_key="AK" + secrets.token_hex(8).upper(),
@@ -222,7 +228,7 @@ def running_weed() -> Iterator[S3Server]:
     # reads config files from $HOME; its scratch files belong in ``base`` too
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(base), "TMPDIR": str(base)}
     try:
-        proc, ports = _start(weed, base, server, env)
+        proc, ports = _start(weed, base, server, env, niceness)
         try:
             server.client().create_bucket(Bucket=MANAGED_BUCKET, ObjectLockEnabledForBucket=True)
             yield server

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import pwd
 import re
@@ -82,8 +83,11 @@ def keygen(path: Path, kind: str = "ed25519", *, passphrase: str = "", options: 
 
 
 @contextlib.contextmanager
-def running_sshd(directory: Path):
-    """Run an sshd whose keys, config, pid file and log all live under ``directory``."""
+def running_sshd(directory: Path, *, niceness: int = 0):
+    """Run an sshd whose keys, config, pid file and log all live under ``directory``.
+
+    ``niceness``: its CPU priority (and its sessions'), lowered (as by ``nice``) for the benchmark.
+    """
     sshd = str(require_tool(SSHD))
     directory.mkdir(parents=True, exist_ok=True)
     _, host_public = keygen(directory / "host_ed25519")
@@ -103,6 +107,7 @@ def running_sshd(directory: Path):
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            preexec_fn=functools.partial(os.nice, niceness),
         )
     server = SSHServer(
         host=HOST,
