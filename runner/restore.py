@@ -223,6 +223,8 @@ def restore(config: Config, target: Target, manifest: Manifest, to_url, env, *, 
         pg_restore, _ = postgres.find_tool("pg_restore", needed, path=env.get("PATH", ""))
         with verified_spool(target, manifest) as spool, ProcessGroup() as group:
             gpg, restorer = _start_restore(group, backup, spool, pg_restore, params, env, clean=clean, jobs=jobs)
+            # gpg has read it or holds it open: freeing its blocks now overlaps the restore rather than follow it
+            spool.unlink()
             restore_status = restorer.wait()
             if jobs == 1:
                 _finish_streamed(backup, gpg, into=params["dbname"], restored=restore_status == 0)
