@@ -11,6 +11,7 @@ import zoneinfo
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -63,11 +64,11 @@ def test_log_in_through_sso_click_back_up_now_and_see_the_run(browser, control_d
     with serving(app) as base:
         browser.get(_login_page(base, sso_form(str(resource["id"]))))
         browser.find_element(By.ID, "open").click()
-        WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda d: d.current_url == f"{base}/dashboard")
+        _wait(browser).until(lambda d: d.current_url == f"{base}/dashboard")
         assert "No runs yet." in browser.find_element(By.ID, "runs").text
         assert browser.find_element(By.ID, "signed-in").text == "Signed in as dba@example.com"
         browser.find_element(By.ID, "back-up-now").click()
-        WebDriverWait(browser, WAIT, poll_frequency=0.1).until(
+        _wait(browser).until(
             lambda d: d.find_elements(By.CSS_SELECTOR, "#runs tr[data-run-id]"))
         [row] = browser.find_elements(By.CSS_SELECTOR, "#runs tr[data-run-id]")
         state = row.find_element(By.CLASS_NAME, "state").text
@@ -99,12 +100,12 @@ def test_change_the_settings_in_the_form_and_see_a_refusal_worded_as_provisionin
     with serving(app) as base:
         browser.get(_login_page(base, sso_form(str(resource["id"]))))
         browser.find_element(By.ID, "open").click()
-        WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda d: d.current_url == f"{base}/dashboard")
+        _wait(browser).until(lambda d: d.current_url == f"{base}/dashboard")
         _fill(browser, schedule="30 2 * * *", timezone="Europe/Paris")
-        WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda d: "30 2 * * *" in d.find_element(By.ID, "schedule-now").text)
+        _wait(browser).until(lambda d: "30 2 * * *" in d.find_element(By.ID, "schedule-now").text)
         assert "(Europe/Paris), next at " in browser.find_element(By.ID, "schedule-now").text
         _fill(browser, schedule="*/20 * * * *", timezone="Europe/Paris")
-        problem = WebDriverWait(browser, WAIT, poll_frequency=0.1).until(lambda d: d.find_elements(By.ID, "settings-problem"))[0].text
+        problem = _wait(browser).until(lambda d: d.find_elements(By.ID, "settings-problem"))[0].text
         assert problem == f"Not saved: {provisioning.value}"
         assert browser.find_element(By.ID, "schedule").get_attribute("value") == "*/20 * * * *"  # kept to correct
     app.extensions["remora.pool"].close()
@@ -112,6 +113,11 @@ def test_change_the_settings_in_the_form_and_see_a_refusal_worded_as_provisionin
         row = conn.execute("select schedule, timezone, next_run_at from resources").fetchone()
     assert (row["schedule"], row["timezone"]) == ("30 2 * * *", "Europe/Paris")
     assert row["next_run_at"].astimezone(zoneinfo.ZoneInfo("Europe/Paris")).strftime("%H:%M") == "02:30"
+
+
+def _wait(browser) -> WebDriverWait:
+    """Wait for a page; an element read as the old page goes (stale) is looked for again on the new one."""
+    return WebDriverWait(browser, WAIT, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def _fill(browser, **fields: str) -> None:
